@@ -1,0 +1,73 @@
+# Keys shared by every model. Model configs (resnet50.py, vision_transformer.py,
+# demo.py) inherit these and override what differs. Any key can be overridden
+# on the command line: --options key=value a.b=value (unknown keys are an error).
+# ---------------------------------------------------------------- environment
+num_workers = -1               # -1: half the CPU cores, at most 8
+local_rank = 0
+random_seed = 2022
+deterministic = False          # torch deterministic algorithms (CPU resume tests use it)
+device = "auto"                # auto | cpu | cuda | cuda:N
+work_dir_root = "work_dirs"    # outputs go to <work_dir_root>/<session_name>/
+
+# -------------------------------------------------------------------- dataset
+dataset = "voc12"
+list_root = "voc12"                      # bare list names (val.txt) are looked up here
+voc12_root = "voc12/VOC2012"             # holds JPEGImages/, SegmentationClass(Aug)/
+img_dir = "JPEGImages"
+gt_dir = "voc12/VOC2012/SegmentationClassAug"
+cls_label = "voc12/cls_labels.json"      # {name: [0-based class ids]}; a legacy .npy needs allow_pickle
+allow_pickle = False                     # opt in to read the original's pickled files (warns)
+train_list = "voc12/train_aug.txt"
+val_list = "voc12/val.txt"
+infer_list = "voc12/val.txt"
+eval_list = "val.txt"
+num_classes = 20
+
+# ---------------------------------------------------------------------- model
+network = "resnet50"            # any timm model name
+pretrained = True               # True (timm hub) | False | path to a checkpoint | "lite0_package"
+pretrain = None                 # original key: a checkpoint path; overrides `pretrained` when set
+model_kwargs = dict()           # extra timm.create_model keyword arguments (drop_path_rate, ...)
+
+# ---------------------------------------------------------------------- train
+train_multi_scale = False       # original pipeline switch: run the training stage
+finetune = False                # True: freeze the backbone, train only fc/classifier/head
+batch_size = 16
+max_epoches = 20
+max_steps_per_epoch = 0         # 0 = the whole epoch; >0 caps steps (demo, smoke runs)
+warmup_epochs = 0
+crop_size = 224
+resize_long = (448, 768)        # random long side, bicubic
+color_jitter = dict(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.1)
+cut_p = 0.0                     # random erasing probability (0 = off)
+cut_s = 0.25                    # random erasing: largest erased fraction of the crop
+optimizer = dict(type="SGD", lr=0.1, momentum=0.9, weight_decay=5e-4)
+lr_scheduler = dict(type="MultiStepLR", milestones=[10, 15], gamma=0.1)
+amp = True                      # bf16 autocast on CUDA (ignored on CPU)
+channels_last = True            # CNNs only
+compile = False                 # torch.compile the model
+resume = False                  # True: continue from model/last.pth; or a checkpoint path
+log_interval = 20
+session_name = ""
+
+# ----------------------------------------------------------------------- maps
+gen_mask_for_multi_crop = False  # original pipeline switch: run the map stage
+weights = "best.pth"
+cam_method = "cam"              # cam | gradcam | gradcam++ | scorecam | layercam | transformer_attribution | rollout | attention_gradcam | vit_gradcam
+cam_scales = (1.0,)             # the original: scale 1.0 plus its flip
+cam_flip = True
+cam_classes = "gt"              # gt (original) | pred | all
+cam_dtype = "float16"           # float16 | float32 in the .npz files
+cam_batch_size = 8
+overwrite = False               # redo finished map files
+
+# ------------------------------------------------------- per-sample, ECE, VICE
+loss_input = "center_crop"      # center_crop (original: 224 crop, zero padded) | full_image
+pred_threshold = 0.5
+ji_definition = "reference"     # reference (original: t=0.1, mean over non-zero IoUs) | paper (Eq. 6)
+eval_thresh = 0.1               # background threshold for the per-image JI
+ece_bins = 20
+ece_binning = "width"           # width (paper) | count (equal-count bins)
+vice_bins = 10                  # loss bins of the VICE figure
+bootstrap = 2000
+fignote = ""                    # figure label, e.g. ResNet-50

@@ -1,0 +1,7 @@
+# ViT-Small as in the original README (any timm ViT via network=...).
+_base_ = ["./_base_.py"]
+
+network = "vit_small_patch16_224"
+warmup_epochs = 5
+channels_last = False
+cam_method = "transformer_attribution"

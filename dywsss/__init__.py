@@ -1,0 +1,3 @@
+"""dywsss: the VICE toolkit (performance vs. visual-explanation consistency)."""
+
+__version__ = "0.1.0"

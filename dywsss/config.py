@@ -1,0 +1,137 @@
+"""mmengine configs with ``--options a.b=c`` overrides, checked against the file's keys."""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from mmengine.config import Config, DictAction
+
+# Dicts whose members are keyword arguments of a class chosen by ``type``: an
+# override may add a member (e.g. ``optimizer.betas`` for AdamW); the builder
+# then checks it against the class signature.
+OPEN_DICTS = ("optimizer", "lr_scheduler", "model_kwargs")
+
+
+class ConfigKeyError(KeyError):
+    """An override names a key that the config does not have."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+def _dotted_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        keys.append(name)
+        if isinstance(value, Mapping):
+            keys.extend(_dotted_keys(value, name + "."))
+    return keys
+
+
+def check_override_keys(cfg: Config, options: Mapping[str, Any], source: str = "") -> None:
+    """Raise :class:`ConfigKeyError` for an override key the config lacks, naming close keys."""
+    known = _dotted_keys(cfg.to_dict())
+    for key in options:
+        if key in known:
+            continue
+        parent = key.rsplit(".", 1)[0] if "." in key else None
+        if parent in OPEN_DICTS and parent in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        where = f" in {source}" if source else ""
+        raise ConfigKeyError(f"--options {key}=...: no such key{where}.{hint}")
+
+
+def load_config(path: str | os.PathLike, options: Mapping[str, Any] | None = None) -> Config:
+    """Read a config file and apply ``options`` (from ``--options``) after checking them."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    cfg = Config.fromfile(str(path))
+    if options:
+        check_override_keys(cfg, options, source=str(path))
+        cfg.merge_from_dict(dict(options))
+    return cfg
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("config", help="config file, e.g. config/resnet50.py")
+    parser.add_argument(
+        "--options", "--cfg-options", nargs="+", action=DictAction, default=None,
+        help="override config keys: key=value a.b=value (keys must exist)",
+    )
+    return parser
+
+
+def config_from_argv(description: str, argv: Iterable[str] | None = None) -> Config:
+    parser = add_config_args(argparse.ArgumentParser(description=description))
+    args = parser.parse_args(None if argv is None else list(argv))
+    try:
+        return load_config(args.config, args.options)
+    except ConfigKeyError as exc:
+        parser.error(str(exc))
+        raise  # unreachable
+
+
+def data_path(cfg: Config, value: str) -> Path:
+    """Resolve a list path the way the original does: bare names live in ``voc12/``."""
+    p = Path(value)
+    if p.parent == Path(".") and not p.exists():
+        return Path(cfg.get("list_root", "voc12")) / p
+    return p
+
+
+@dataclass(frozen=True)
+class SessionPaths:
+    """Where one run writes: ``work_dirs/<session_name>/...``."""
+
+    root: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.root / "log"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.root / "log" / "tensorboard"
+
+    @property
+    def test_dir(self) -> Path:
+        return self.root / "test"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.py"
+
+    def weights_file(self, weights: str) -> Path:
+        w = Path(weights)
+        return w if w.is_absolute() or w.exists() else self.model_dir / w
+
+    def cam_dir(self, list_file: str | os.PathLike, weights: str) -> Path:
+        return self.test_dir / f"cam_{Path(list_file).stem}_{Path(weights).stem}"
+
+    def eval_dir(self, list_file: str | os.PathLike, weights: str) -> Path:
+        return self.root / "eval" / f"{Path(list_file).stem}_{Path(weights).stem}"
+
+
+def session_paths(cfg: Config) -> SessionPaths:
+    name = cfg.get("session_name") or ""
+    if not name:
+        raise ValueError("session_name is empty: pass --options session_name=NAME")
+    return SessionPaths(Path(cfg.get("work_dir_root", "work_dirs")) / name)
+
+
+def save_merged_config(cfg: Config, paths: SessionPaths) -> Path:
+    from .io import write_text_atomic
+
+    return write_text_atomic(paths.config_file, cfg.pretty_text)
