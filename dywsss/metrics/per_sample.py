@@ -1,0 +1,178 @@
+"""The per-sample CSV (stage 4): build it from logits and per-image JI, read it back checked.
+
+Columns: ``name_image, loss, confidence, entropy, label, prediction, miou,
+ji_reference, ji_paper, p_00..p_19``; ``label``/``prediction`` are space-separated
+0-based class ids; ``miou`` is the JI of the chosen ``ji_definition``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..data.voc import NUM_CLASSES
+from ..io import atomic_path
+from .calibration import check_labels, ml_confidence
+from .classification import check_logits, binary_entropy, per_sample_loss, sigmoid
+from .segmentation import JI_DEFINITIONS, image_confusions, per_image_ji_from_confusions
+
+PROB_COLUMNS: tuple[str, ...] = tuple(f"p_{c:02d}" for c in range(NUM_CLASSES))
+PER_SAMPLE_COLUMNS: tuple[str, ...] = (
+    "name_image", "loss", "confidence", "entropy", "label", "prediction", "miou", "ji_reference", "ji_paper",
+) + PROB_COLUMNS
+#: What compute_VICE.py needs (the original CSVs have these).
+VICE_COLUMNS: tuple[str, ...] = ("name_image", "loss", "miou")
+#: What compute_ECE.py needs.
+ECE_COLUMNS: tuple[str, ...] = ("name_image", "label") + PROB_COLUMNS
+
+
+def format_ids(row: np.ndarray) -> str:
+    """Boolean/0-1 class vector -> ``"4 14"``."""
+    return " ".join(str(i) for i in np.flatnonzero(np.asarray(row)))
+
+
+def parse_ids(text: object, num_classes: int = NUM_CLASSES) -> list[int]:
+    """``"4 14"`` (also the original's ``"[ 4 14]"`` / ``"[4, 14]"``; empty -> []) to ids."""
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return []
+    tokens = re.sub(r"[\[\],]", " ", str(text)).split()
+    try:
+        ids = [int(float(t)) for t in tokens]
+    except ValueError:
+        raise ValueError(f"not a list of class ids: {text!r}") from None
+    bad = [i for i in ids if not 0 <= i < num_classes]
+    if bad:
+        raise ValueError(f"class ids {bad} outside 0..{num_classes - 1} in {text!r}")
+    return ids
+
+
+def ids_to_multi_hot(texts: Sequence[object], num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """A column of id strings to a 0/1 matrix [N, C]."""
+    out = np.zeros((len(texts), num_classes), np.int64)
+    for i, text in enumerate(texts):
+        out[i, parse_ids(text, num_classes)] = 1
+    return out
+
+
+def per_sample_table(
+    names: Sequence[str],
+    logits: np.ndarray,
+    labels: np.ndarray,
+    ji_reference: np.ndarray,
+    ji_paper: np.ndarray,
+    ji_definition: str = "reference",
+    pred_threshold: float = 0.5,
+) -> pd.DataFrame:
+    """One row per image with loss (Eq. 7), ML-confidence (Eq. 2), entropy, label and
+    predicted ids (``p > pred_threshold``), both JIs and ``miou`` = the chosen one."""
+    if ji_definition not in JI_DEFINITIONS:
+        raise ValueError(f"ji_definition must be one of {JI_DEFINITIONS}, got {ji_definition!r}")
+    x = check_logits(np.asarray(logits))
+    if x.shape[1] != NUM_CLASSES:
+        raise ValueError(f"logits must have {NUM_CLASSES} classes, got shape {x.shape}")
+    y = check_labels(np.asarray(labels), x.shape)
+    n = len(names)
+    ji_ref = np.asarray(ji_reference, dtype=np.float64).reshape(-1)
+    ji_pap = np.asarray(ji_paper, dtype=np.float64).reshape(-1)
+    if not x.shape[0] == n == ji_ref.size == ji_pap.size:
+        raise ValueError(f"lengths differ: {n} names, {x.shape[0]} logits, {ji_ref.size} / {ji_pap.size} JI values")
+    p = sigmoid(x)
+    table = {
+        "name_image": list(names),
+        "loss": per_sample_loss(x, y),
+        "confidence": ml_confidence(p, pred_threshold),
+        "entropy": binary_entropy(x),
+        "label": [format_ids(r) for r in y],
+        "prediction": [format_ids(r) for r in p > pred_threshold],
+        "miou": ji_ref if ji_definition == "reference" else ji_pap,
+        "ji_reference": ji_ref,
+        "ji_paper": ji_pap,
+    }
+    table.update({col: p[:, c] for c, col in enumerate(PROB_COLUMNS)})
+    return pd.DataFrame(table, columns=list(PER_SAMPLE_COLUMNS))
+
+
+def write_per_sample_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write the table atomically (floats at full precision)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def per_image_ji(
+    map_dir: str | os.PathLike,
+    names: Sequence[str],
+    gt_dir: str | os.PathLike,
+    t: float = 0.1,
+    allow_pickle: bool = False,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(ji_reference, ji_paper)`` [N] of the maps in ``map_dir`` at background threshold ``t``.
+
+    Map files ``<name>.npz`` (or legacy ``.npy`` with ``allow_pickle``) via
+    :func:`dywsss.mapfile.load_maps`; masks ``gt_dir/<name>.png``. Missing files,
+    size mismatches and bad values raise errors naming the file.
+    """
+    conf = image_confusions(map_dir, names, gt_dir, t=t, allow_pickle=allow_pickle, progress=progress)
+    return per_image_ji_from_confusions(conf, names)
+
+
+def read_per_sample_csv(
+    path: str | os.PathLike, columns: Sequence[str] = PER_SAMPLE_COLUMNS, dropna: bool = False
+) -> pd.DataFrame:
+    """Read a per-sample CSV and check that ``columns`` exist and hold no NaN.
+
+    ``label``/``prediction`` stay strings (empty string for no class); numeric
+    columns must parse as numbers. Errors name the file, the column and rows.
+    ``dropna=True`` drops rows with a NaN in a numeric column of ``columns`` (e.g.
+    images without valid mask pixels) with a warning instead; ``df.attrs["n_dropped"]``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: per-sample CSV not found")
+    try:
+        df = pd.read_csv(path, dtype={"label": str, "prediction": str, "name_image": str},
+                         keep_default_na=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV ({exc})") from exc
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
+    if df.empty:
+        raise ValueError(f"{path}: no rows")
+    for col in ("label", "prediction"):
+        if col in df.columns:
+            df[col] = df[col].fillna("")  # an empty id list is written as an empty field
+    if "name_image" in columns and df["name_image"].isna().any():
+        raise ValueError(f"{path}: column name_image has empty entries (rows {_rows(df['name_image'].isna())})")
+    numeric = [c for c in columns if c not in ("name_image", "label", "prediction")]
+    for col in numeric:
+        values = pd.to_numeric(df[col], errors="coerce")
+        if (values.isna() & df[col].notna()).any():
+            raise ValueError(f"{path}: column {col!r} has non-numeric values "
+                             f"(rows {_rows(values.isna() & df[col].notna())})")
+        df[col] = values.astype(np.float64)
+    bad = df[numeric].isna().any(axis=1) if numeric else pd.Series(False, index=df.index)
+    n_dropped = int(bad.sum())
+    if n_dropped and not dropna:
+        col = next(c for c in numeric if df[c].isna().any())
+        raise ValueError(f"{path}: column {col!r} has NaN values (rows {_rows(df[col].isna())}); "
+                         "drop them explicitly if intended (e.g. compute_VICE.py --drop_nan)")
+    if n_dropped:
+        warnings.warn(f"{path}: dropping {n_dropped} row(s) with NaN in {numeric} (rows {_rows(bad)})",
+                      stacklevel=2)
+        df = df[~bad].reset_index(drop=True)
+        if df.empty:
+            raise ValueError(f"{path}: no rows left after dropping NaN")
+    df.attrs["n_dropped"] = n_dropped
+    return df
+
+
+def _rows(mask: pd.Series) -> list[int]:
+    """First few offending data rows, 1-based as a spreadsheet after the header."""
+    return (np.flatnonzero(mask.to_numpy())[:5] + 1).tolist()
