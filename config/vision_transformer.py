@@ -5,3 +5,4 @@ network = "vit_small_patch16_224"
 warmup_epochs = 5
 channels_last = False
 cam_method = "transformer_attribution"
+cam_flip = False                # the original ViT path: one 224x224 pass, no flip
