@@ -1,0 +1,291 @@
+"""A make-like runner for the pipeline's stages, and the VICE study as a table of stages.
+
+A stage is a command with its input and output files. It is skipped when all
+its outputs exist, pass the stage's completeness check and are newer than its
+newest input, and its command equals the one recorded when it last succeeded.
+Otherwise it runs: from scratch when there is nothing yet, with its
+``resume_args`` when an interrupted run left part of its outputs, with its
+``fresh_args`` when outputs are stale or the command changed. So a rerun
+after an interruption does only the remaining work.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from .io import write_json_atomic
+
+PathLike = str | os.PathLike
+PathSpec = Sequence[Path] | Callable[[], Sequence[Path]]
+REPO = Path(__file__).resolve().parents[1]
+TRANSFORMER_MARKERS = ("vit", "deit", "beit", "swin", "eva", "cait", "xcit")
+
+
+class StageError(RuntimeError):
+    """A stage's command failed or did not write its outputs."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step: ``command`` reads ``inputs`` and writes ``outputs`` (lists or callables giving them).
+
+    ``check`` returns a reason when the outputs exist but are unfinished (e.g. a
+    checkpoint of an interrupted training), else None.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    inputs: PathSpec = ()
+    outputs: PathSpec = ()
+    check: Callable[[], str | None] | None = None
+    resume_args: tuple[str, ...] = ()
+    fresh_args: tuple[str, ...] = ()
+
+    def input_paths(self) -> list[Path]:
+        return [Path(p) for p in (self.inputs() if callable(self.inputs) else self.inputs)]
+
+    def output_paths(self) -> list[Path]:
+        return [Path(p) for p in (self.outputs() if callable(self.outputs) else self.outputs)]
+
+    @property
+    def key(self) -> list[str]:
+        """The command as recorded: without the interpreter, which may differ between shells."""
+        return list(self.command[1:])
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a stage: ``skip``, ``run``, ``resume`` or ``redo``, and why."""
+
+    action: str
+    reason: str
+
+
+def _mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns
+
+
+def decide(stage: Stage, recorded: Sequence[str] | None = None, force: bool = False) -> Decision:
+    """Compare a stage's outputs with its inputs and its last recorded command."""
+    outs = stage.output_paths()
+    existing = [p for p in outs if p.exists()]
+    if force:
+        return Decision("redo", "forced")
+    if not outs or not existing:
+        return Decision("run", "no outputs yet")
+    if recorded is not None and list(recorded) != stage.key:
+        return Decision("redo", "its command changed since it last ran")
+    ins = [p for p in stage.input_paths() if p.exists()]
+    if ins:
+        newest = max(ins, key=_mtime)
+        oldest = min(existing, key=_mtime)
+        if _mtime(oldest) < _mtime(newest):
+            return Decision("redo", f"{newest} is newer than {oldest}")
+    if len(existing) < len(outs):
+        missing = [p for p in outs if not p.exists()]
+        return Decision("resume", f"{len(missing)} of {len(outs)} outputs missing, e.g. {missing[0]}")
+    reason = stage.check() if stage.check else None
+    if reason:
+        return Decision("resume", reason)
+    return Decision("skip", "up to date")
+
+
+def _read_stamps(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}  # a broken record only costs a rerun
+    return data if isinstance(data, dict) else {}
+
+
+def run_stages(
+    stages: Sequence[Stage], stamp_file: PathLike, force: Iterable[str] | bool = (), dry_run: bool = False,
+    log: Callable[[str], None] = print, cwd: PathLike | None = None,
+) -> list[str]:
+    """Run the stages in order, skipping the up-to-date ones; returns the names of those run.
+
+    ``force``: True for all stages or the names of stages to redo. Each
+    successful stage's command is recorded in ``stamp_file`` (JSON).
+    """
+    names = [s.name for s in stages]
+    forced = set(names) if force is True else set(force or ())
+    unknown = forced - set(names)
+    if unknown:
+        raise ValueError(f"--force: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
+    stamp_file = Path(stamp_file)
+    ran: list[str] = []
+    for stage in stages:
+        stamps = _read_stamps(stamp_file)
+        d = decide(stage, stamps.get(stage.name, {}).get("command"), stage.name in forced)
+        extra = {"resume": stage.resume_args, "redo": stage.fresh_args}.get(d.action, ())
+        cmd = list(stage.command) + list(extra)
+        if d.action == "skip":
+            log(f"[{stage.name}] up to date, skipped")
+            continue
+        log(f"[{stage.name}] {d.action}: {d.reason}\n  $ {shlex.join(cmd)}")
+        if dry_run:
+            continue
+        t0 = time.perf_counter()
+        rc = subprocess.run(cmd, cwd=cwd).returncode
+        if rc != 0:
+            raise StageError(f"stage {stage.name} failed (exit status {rc}): {shlex.join(cmd)}")
+        missing = [p for p in stage.output_paths() if not p.exists()]
+        if missing:
+            raise StageError(f"stage {stage.name} finished but did not write {missing[0]} "
+                             f"({len(missing)} output(s) missing): {shlex.join(cmd)}")
+        reason = stage.check() if stage.check else None
+        if reason:
+            raise StageError(f"stage {stage.name} finished but its outputs are incomplete: {reason}")
+        stamps = _read_stamps(stamp_file)
+        stamps[stage.name] = {"command": stage.key}
+        write_json_atomic(stamp_file, stamps)
+        ran.append(stage.name)
+        log(f"[{stage.name}] done in {time.perf_counter() - t0:.0f} s")
+    return ran
+
+
+# ---------------------------------------------------------------- the study
+def config_files(path: PathLike) -> list[Path]:
+    """A config file and, recursively, the files its ``_base_`` names (mmengine inheritance)."""
+    path = Path(path)
+    files = [path]
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"{path}: unreadable config ({exc})") from exc
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_" for t in node.targets):
+            bases = ast.literal_eval(node.value)
+            for base in [bases] if isinstance(bases, str) else bases:
+                files += config_files(path.parent / base)
+    return files
+
+
+def _list_names(list_file: Path) -> list[str]:
+    if not list_file.is_file():
+        return []
+    return [Path(line.split()[0]).stem for line in list_file.read_text().splitlines() if line.strip()]
+
+
+def _checkpoint_check(path: Path, epochs: int) -> Callable[[], str | None]:
+    def check() -> str | None:
+        import torch
+
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # truncated or foreign file
+            return f"{path} is unreadable ({exc})"
+        done = int(ckpt.get("epoch", 0)) if isinstance(ckpt, dict) else 0
+        return None if done >= epochs else f"{path} holds {done} of {epochs} epochs"
+
+    return check
+
+
+def _script(rel: str) -> str:
+    """A repository script, relative to the working directory when that is shorter."""
+    path = REPO / rel
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # other drive on Windows
+        return str(path)
+
+
+def pipeline_script(network: str) -> str:
+    """The original's driver: ``run_transformer.py`` for ViT-like networks, else ``run_resnet50.py``."""
+    return "run_transformer.py" if any(m in network.lower() for m in TRANSFORMER_MARKERS) else "run_resnet50.py"
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """The stages of one run and where they write."""
+
+    stages: list[Stage]
+    root: Path
+    stamp_file: Path
+    cam_dir: Path
+    eval_dir: Path
+    report: Path
+
+
+def study_stages(
+    config: PathLike, session: str | None = None, options: Sequence[str] = (), list_file: str | None = None,
+    weights: str | None = None, demo_args: Sequence[str] | None = None, python: str = sys.executable,
+) -> StudyPlan:
+    """The VICE study of one config as stages (docs/DESIGN.md): demo data (when ``demo_args`` is
+    given), train, maps, JI curve, per-sample loss, ECE_ML, VICE, report.
+
+    ``options`` are ``key=value`` overrides passed to every config-driven stage.
+    """
+    import argparse
+
+    from .config import add_config_args, data_path, load_config, session_paths
+
+    args = add_config_args(argparse.ArgumentParser()).parse_args([str(config), "--options", *options]
+                                                                if options else [str(config)])
+    overrides = dict(args.options or {})
+    if session:
+        overrides["session_name"] = session
+    cfg = load_config(config, overrides)
+    paths = session_paths(cfg)
+    session = cfg.session_name
+    opts = [o for o in options if not o.startswith("session_name=")] + [f"session_name={session}"]
+    lst_value = list_file or cfg.get("eval_list") or cfg.get("infer_list")
+    lst = data_path(cfg, lst_value)
+    wts = weights or cfg.get("weights", "best.pth")
+    wfile = paths.model_dir / wts
+    cam_dir, eval_dir = paths.cam_dir(lst, wts), paths.eval_dir(lst, wts)
+    gt_dir = Path(cfg.gt_dir)
+    label_file = Path(cfg.cls_label)
+    driver = _script(pipeline_script(str(cfg.network)))
+    cfg_inputs = config_files(config)
+    cams = lambda: [cam_dir / f"{n}.npz" for n in _list_names(lst)]  # noqa: E731
+    masks = lambda: [gt_dir / f"{n}.png" for n in _list_names(lst)]  # noqa: E731
+    csv = eval_dir / "per_sample.csv"
+    title = str(cfg.get("fignote") or cfg.network)
+    list_opts = [f"weights={wts}", f"eval_list={lst_value}", f"infer_list={lst_value}"]
+
+    stages = []
+    if demo_args is not None:
+        demo_outputs = [data_path(cfg, cfg.train_list), data_path(cfg, cfg.val_list), lst, label_file]
+        stages.append(Stage("data", (python, _script("scripts/make_demo_voc.py"), *demo_args),
+                            outputs=list(dict.fromkeys(demo_outputs))))
+    data_inputs = [data_path(cfg, cfg.train_list), data_path(cfg, cfg.val_list), label_file]
+    stages += [
+        Stage("train", (python, driver, str(config), "--options", "train_multi_scale=True", *opts),
+              inputs=cfg_inputs + data_inputs,
+              outputs=[paths.model_dir / "best.pth", paths.model_dir / "last.pth"],
+              check=_checkpoint_check(paths.model_dir / "last.pth", int(cfg.max_epoches)),
+              resume_args=("resume=True",)),
+        Stage("maps", (python, driver, str(config), "--options", "gen_mask_for_multi_crop=True", *opts,
+                       f"weights={wts}", f"infer_list={lst_value}"),
+              inputs=[wfile, lst], outputs=cams, fresh_args=("overwrite=True",)),
+        Stage("ji_curve", (python, _script("evaluation.py"), "--list", str(lst), "--predict_dir", str(cam_dir),
+                           "--gt_dir", str(gt_dir), "--comment", f"{session}_{cam_dir.name}", "--type", "npz",
+                           "--curve", "True", "--json", str(eval_dir / "ji_curve.json")),
+              inputs=lambda: [lst, *cams(), *masks()], outputs=[eval_dir / "ji_curve.json"]),
+        Stage("per_sample", (python, _script("compute_each_image_loss.py"), str(config), "--options", *opts,
+                             *list_opts),
+              inputs=lambda: [*cfg_inputs, wfile, lst, label_file, *cams(), *masks()], outputs=[csv]),
+        Stage("ece", (python, _script("compute_ECE.py"), str(config), "--options", *opts, *list_opts),
+              inputs=[*cfg_inputs, csv], outputs=[eval_dir / "ece.json", eval_dir / "reliability.png"]),
+        # without --json, compute_VICE.py writes vice.json, vice_bins.png, loss_vs_ji.png beside the CSV
+        Stage("vice", (python, _script("compute_VICE.py"), "--dir_csv", str(csv), "--plot_title", title,
+                       "--bins", str(cfg.vice_bins), "--bootstrap", str(cfg.bootstrap)),
+              inputs=[csv], outputs=[eval_dir / f for f in ("vice.json", "vice_bins.png", "loss_vs_ji.png")]),
+        Stage("report", (python, _script("scripts/make_report.py"), str(paths.root), "--list", Path(lst).stem,
+                         "--weights", Path(wts).stem),
+              inputs=[paths.config_file, csv, *(eval_dir / f for f in (
+                  "ji_curve.json", "ece.json", "vice.json", "reliability.png", "vice_bins.png", "loss_vs_ji.png"))],
+              outputs=[paths.root / "report.html"]),
+    ]
+    return StudyPlan(stages, paths.root, paths.log_dir / "stages.json", cam_dir, eval_dir, paths.root / "report.html")

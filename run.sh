@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The whole VICE study, stage by stage; a rerun skips finished stages and resumes interrupted ones.
+#
+#   bash run.sh            demo: synthetic VOC-layout data, EfficientNet-Lite0 (offline ImageNet
+#                          weights, config/demo.py) and ViT-Tiny from scratch (config/demo_vit.py):
+#                          train, maps, JI curve, per-sample loss, ECE_ML, VICE, report; then the table
+#   bash run.sh paper      the original's ResNet-50 and ViT-Small commands on voc12/VOC2012
+#   bash run.sh [demo|paper] --force [STAGE ...] | --dry-run    passed to scripts/run_stages.py
+set -euo pipefail
+cd "$(dirname "$0")"
+
+mode=demo
+case "${1:-}" in
+  demo|paper) mode=$1; shift ;;
+  -h|--help) mode=help ;;
+  -*|"") ;;
+  *) mode=$1 ;;
+esac
+case "$mode" in
+  demo|paper) ;;
+  help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "run.sh: unknown mode '$mode' (use: bash run.sh [demo|paper])" >&2; exit 2 ;;
+esac
+
+if [ "$mode" = paper ]; then
+  # check the data before anything slow
+  for d in voc12/VOC2012/JPEGImages voc12/VOC2012/SegmentationClassAug; do
+    if [ ! -d "$d" ]; then
+      echo "run.sh paper: $d not found. Put PASCAL VOC 2012 + SBD there (VOC2012/JPEGImages and" >&2
+      echo "VOC2012/SegmentationClassAug; see voc12/README.md), or run the demo: bash run.sh" >&2
+      exit 1
+    fi
+  done
+fi
+
+bash scripts/setup.sh
+PY=.venv/bin/python
+start=$SECONDS
+
+if [ "$mode" = demo ]; then
+  DEMO_DATA=${DEMO_DATA:-"--out data/demo --train 480 --val 120 --seed 0 --min-side 160 --max-side 256"}
+  sessions=(demo_efficientnet_lite0 demo_vit_tiny)
+  "$PY" scripts/run_stages.py config/demo.py --demo-data "$DEMO_DATA" "$@"
+  "$PY" scripts/run_stages.py config/demo_vit.py --demo-data "$DEMO_DATA" "$@"
+  table=work_dirs/demo_table.md
+else
+  sessions=(resnet50_PyTorch_pretrain_lr_0.01 vit_small_patch16_224_timm_pretrain_lr_0.01)
+  "$PY" scripts/run_stages.py config/resnet50.py --session "${sessions[0]}" \
+    --options network=resnet50 optimizer.lr=0.01 fignote=ResNet-50 "$@"
+  "$PY" scripts/run_stages.py config/vision_transformer.py --session "${sessions[1]}" \
+    --options network=vit_small_patch16_224 crop_size=224 optimizer.lr=0.01 fignote=ViT-Small "$@"
+  table=work_dirs/paper_table.md
+fi
+
+case " $* " in *" --dry-run "*) exit 0 ;; esac
+"$PY" scripts/make_table.py "${sessions[@]/#/work_dirs/}" --format md --out "$table"
+cat "$table"
+echo "[run.sh] $mode study done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
+for s in "${sessions[@]}"; do echo "  report: work_dirs/$s/report.html"; done
+echo "  table:  $table"

@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Run the VICE study of one config stage by stage, skipping stages whose outputs are up to date.
+
+    python scripts/run_stages.py config/demo.py [--session S] [--options key=value ...]
+        [--list val.txt] [--weights best.pth] [--demo-data "--out data/demo --train 480 ..."]
+        [--force [STAGE ...]] [--dry-run]
+
+Stages: data (only with --demo-data), train, maps, ji_curve, per_sample, ece, vice, report.
+A stage reruns when an output is missing or older than an input, or its command changed;
+an interrupted training resumes from model/last.pth.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dywsss.config import ConfigKeyError  # noqa: E402
+from dywsss.stages import StageError, run_stages, study_stages  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("config")
+    p.add_argument("--session", default=None, help="session_name (default: the config's)")
+    p.add_argument("--options", nargs="+", default=[], help="key=value overrides for every config-driven stage")
+    p.add_argument("--list", default=None, help="evaluation list (default: the config's eval_list)")
+    p.add_argument("--weights", default=None, help="weights file in model/ (default: the config's weights)")
+    p.add_argument("--demo-data", default=None, metavar="ARGS",
+                   help="generate the demo set first when absent: arguments of scripts/make_demo_voc.py")
+    p.add_argument("--force", nargs="*", default=None, metavar="STAGE", help="redo these stages (all if none named)")
+    p.add_argument("--dry-run", action="store_true", help="print what would run")
+    args = p.parse_args(argv)
+    bad = [o for o in args.options if "=" not in o]
+    if bad:
+        p.error(f"--options takes key=value pairs, got {bad[0]!r}")
+    try:
+        plan = study_stages(args.config, args.session, args.options, args.list, args.weights,
+                            None if args.demo_data is None else shlex.split(args.demo_data))
+        force = True if args.force == [] else (args.force or ())
+        t0 = time.perf_counter()
+        ran = run_stages(plan.stages, plan.stamp_file, force=force, dry_run=args.dry_run)
+    except (StageError, ConfigKeyError, FileNotFoundError, ValueError) as exc:
+        print(f"run_stages: {exc}", file=sys.stderr)
+        return 1
+    if args.dry_run:
+        return 0
+    print(f"[done] {len(ran)} stage(s) ran in {time.perf_counter() - t0:.0f} s: {', '.join(ran) or 'none'}")
+    print(f"  run:     {plan.root}\n  model:   {plan.root / 'model'}\n  maps:    {plan.cam_dir}\n"
+          f"  metrics: {plan.eval_dir}\n  report:  {plan.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The make-like stage runner: skip when complete and fresh, rerun when stale, resume when partial."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dywsss.stages import Stage, StageError, decide, pipeline_script, run_stages, study_stages
+
+# A fake stage command: appends its argv to LOG, then writes each output file.
+WRITER = (
+    "import sys, pathlib; log, *rest = sys.argv[1:]; "
+    "open(log, 'a').write(' '.join(rest) + '\\n'); "
+    "[pathlib.Path(p).write_text('x') for p in rest if not p.startswith('-')]"
+)
+
+
+def _stage(name, log, inputs, outputs, **kw):
+    return Stage(name, (sys.executable, "-c", WRITER, str(log), *map(str, outputs)), inputs=inputs,
+                 outputs=outputs, **kw)
+
+
+def _age(path: Path, seconds: float) -> None:
+    t = path.stat().st_mtime - seconds
+    os.utime(path, (t, t))
+
+
+@pytest.fixture
+def chain(tmp_path):
+    """src -> [a] -> a.txt -> [b] -> b1.txt, b2.txt"""
+    src = tmp_path / "src.txt"
+    src.write_text("input")
+    _age(src, 100)
+    log = tmp_path / "log.txt"
+    a, b1, b2 = tmp_path / "a.txt", tmp_path / "b1.txt", tmp_path / "b2.txt"
+    stages = [_stage("a", log, [src], [a]),
+              _stage("b", log, [a], [b1, b2], resume_args=("--resume",), fresh_args=("--fresh",))]
+    return dict(stages=stages, src=src, log=log, a=a, b1=b1, b2=b2, stamps=tmp_path / "stamps.json")
+
+
+def _lines(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_first_run_runs_all_then_everything_is_skipped(chain):
+    assert run_stages(chain["stages"], chain["stamps"], log=lambda s: None) == ["a", "b"]
+    assert len(_lines(chain["log"])) == 2
+    assert run_stages(chain["stages"], chain["stamps"], log=lambda s: None) == []
+    assert len(_lines(chain["log"])) == 2
+    assert json.loads(chain["stamps"].read_text())["a"]["command"][-1] == str(chain["a"])
+
+
+def test_newer_input_reruns_the_stage_and_everything_after_it(chain):
+    run_stages(chain["stages"], chain["stamps"], log=lambda s: None)
+    for p in (chain["a"], chain["b1"], chain["b2"]):
+        _age(p, 50)
+    chain["src"].write_text("edited")  # now newer than a.txt
+    assert decide(chain["stages"][0]).action == "redo"
+    assert run_stages(chain["stages"], chain["stamps"], log=lambda s: None) == ["a", "b"]
+    assert _lines(chain["log"])[-1].endswith("--fresh")  # b's outputs were older than the new a.txt
+
+
+def test_outputs_complete_and_newer_are_skipped_without_a_record(chain):
+    for p in (chain["a"], chain["b1"], chain["b2"]):
+        p.write_text("made by hand")
+    assert [decide(s).action for s in chain["stages"]] == ["skip", "skip"]
+    assert run_stages(chain["stages"], chain["stamps"], log=lambda s: None) == []
+    assert not chain["log"].exists()
+
+
+def test_partial_outputs_resume(chain):
+    run_stages(chain["stages"], chain["stamps"], log=lambda s: None)
+    chain["b2"].unlink()  # as if interrupted
+    d = decide(chain["stages"][1])
+    assert (d.action, "1 of 2 outputs missing" in d.reason) == ("resume", True)
+    assert run_stages(chain["stages"], chain["stamps"], log=lambda s: None) == ["b"]
+    assert _lines(chain["log"])[-1].endswith("--resume")
+
+
+def test_failed_check_resumes_and_changed_command_redoes(tmp_path, chain):
+    state = {"done": False}
+    s = _stage("c", chain["log"], [], [tmp_path / "c.txt"], check=lambda: None if state["done"] else "2 of 4 epochs",
+               resume_args=("--resume",), fresh_args=("--fresh",))
+    (tmp_path / "c.txt").write_text("x")
+    assert decide(s).action == "resume"
+    state["done"] = True
+    assert decide(s).action == "skip"
+    assert decide(s, recorded=["other", "command"]).action == "redo"
+    assert decide(s, recorded=s.key).action == "skip"
+    assert decide(s, force=True).action == "redo"
+
+
+def test_force_by_name(chain):
+    run_stages(chain["stages"], chain["stamps"], log=lambda s: None)
+    assert run_stages(chain["stages"], chain["stamps"], force=["b"], log=lambda s: None) == ["b"]
+    assert run_stages(chain["stages"], chain["stamps"], force=True, log=lambda s: None) == ["a", "b"]
+    with pytest.raises(ValueError, match="unknown stage.*nope"):
+        run_stages(chain["stages"], chain["stamps"], force=["nope"])
+
+
+def test_failing_stage_stops_the_run_and_is_not_recorded(tmp_path, chain):
+    bad = Stage("bad", (sys.executable, "-c", "raise SystemExit(3)"), outputs=[tmp_path / "never.txt"])
+    with pytest.raises(StageError, match=r"stage bad failed \(exit status 3\)"):
+        run_stages([bad, *chain["stages"]], chain["stamps"], log=lambda s: None)
+    assert not chain["log"].exists() and not chain["stamps"].exists()
+
+
+def test_stage_that_writes_nothing_is_an_error(tmp_path, chain):
+    lazy = Stage("lazy", (sys.executable, "-c", "pass"), outputs=[tmp_path / "promised.txt"])
+    with pytest.raises(StageError, match="lazy finished but did not write .*promised.txt"):
+        run_stages([lazy], chain["stamps"], log=lambda s: None)
+
+
+def test_dry_run_runs_nothing(chain):
+    msgs: list[str] = []
+    assert run_stages(chain["stages"], chain["stamps"], dry_run=True, log=msgs.append) == []
+    assert not chain["log"].exists() and any("[a] run: no outputs yet" in m for m in msgs)
+
+
+# ------------------------------------------------------------------ the study plan
+@pytest.fixture
+def demo_plan(tmp_path):
+    return study_stages("config/demo.py", "s1", [f"work_dir_root={tmp_path}", "max_epoches=3"],
+                        demo_args=["--out", "data/demo"], python="python")
+
+
+def test_study_plan_commands(demo_plan, tmp_path):
+    st = {s.name: s for s in demo_plan.stages}
+    assert list(st) == ["data", "train", "maps", "ji_curve", "per_sample", "ece", "vice", "report"]
+    train = st["train"].command
+    assert train[:4] == ("python", "run_resnet50.py", "config/demo.py", "--options")
+    assert "train_multi_scale=True" in train and "session_name=s1" in train and "max_epoches=3" in train
+    assert "gen_mask_for_multi_crop=True" in st["maps"].command and "weights=best.pth" in st["maps"].command
+    ev = tmp_path / "s1" / "eval" / "val_best"
+    assert st["ji_curve"].command[-2:] == ("--json", str(ev / "ji_curve.json"))
+    vice = st["vice"].command
+    assert vice[vice.index("--dir_csv") + 1] == str(ev / "per_sample.csv")
+    assert vice[vice.index("--bootstrap") + 1] == "1000"  # config/demo.py
+    assert st["vice"].output_paths() == [ev / "vice.json", ev / "vice_bins.png", ev / "loss_vs_ji.png"]
+    assert st["report"].output_paths() == [tmp_path / "s1" / "report.html"]
+    assert Path("config/_base_.py") in st["train"].input_paths()  # inherited config counts as input
+    assert demo_plan.stamp_file == tmp_path / "s1" / "log" / "stages.json"
+    assert pipeline_script("vit_tiny_patch16_224") == "run_transformer.py"
+
+
+def test_interrupted_training_resumes(demo_plan, tmp_path):
+    train = {s.name: s for s in demo_plan.stages}["train"]
+    model = tmp_path / "s1" / "model"
+    model.mkdir(parents=True)
+    for name in ("best.pth", "last.pth"):
+        torch.save({"model": {}, "epoch": 2}, model / name)
+    d = decide(train)
+    assert d.action == "resume" and "2 of 3 epochs" in d.reason
+    assert train.resume_args == ("resume=True",)
+    torch.save({"model": {}, "epoch": 3}, model / "last.pth")
+    assert decide(train).action == "skip"
+
+
+def test_cli_dry_run(tmp_path, capsys):
+    sys.path.insert(0, str(Path("scripts").resolve()))
+    import run_stages as cli
+
+    assert cli.main(["config/demo.py", "--session", "s2", "--options", f"work_dir_root={tmp_path}",
+                     "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[train] run: no outputs yet" in out and "session_name=s2" in out
+    assert cli.main(["config/demo.py", "--options", "no_such_key=1", "--dry-run"]) == 1
+    assert "no_such_key" in capsys.readouterr().err
