@@ -21,6 +21,8 @@ from dywsss.viz.vice_plot import plot_loss_vs_ji, plot_vice_bins
 
 def output_paths(csv: Path, json_path: Path | None) -> tuple[Path, Path, Path]:
     if json_path is not None:
+        if json_path.name == "vice.json":  # the stage layout: names as in docs/DESIGN.md
+            return json_path, json_path.with_name("vice_bins.png"), json_path.with_name("loss_vs_ji.png")
         stem = json_path.with_suffix("")
         return json_path, Path(f"{stem}_bins.png"), Path(f"{stem}_loss_vs_ji.png")
     prefix = "" if csv.name == "per_sample.csv" else f"{csv.stem}_"
