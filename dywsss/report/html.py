@@ -22,6 +22,7 @@ from PIL import Image
 from ..data.voc import CLASS_NAMES, IGNORE_INDEX, VOC_PALETTE, image_path, load_image, load_mask
 from ..io import write_text_atomic
 from ..mapfile import load_maps
+from ..metrics.segmentation import maps_to_mask
 from .summary import FIGURES, PRODUCER, RunNotFinished, RunSummary, format_metric, load_run
 
 PathLike = str | os.PathLike
@@ -233,8 +234,7 @@ def render_panels(
     img = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
     maps = _resize_maps(cams, size)
     heat = maps.max(axis=0) if len(maps) else np.zeros(img.shape[:2], np.float32)
-    scores = np.concatenate([np.full((1,) + img.shape[:2], thresh, np.float32), maps])
-    pred = np.concatenate([[0], np.asarray(classes) + 1])[scores.argmax(axis=0)].astype(np.uint8)
+    pred = maps_to_mask(classes, maps, thresh, shape=img.shape[:2])
     gt = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
     return [
         ("image", img),
