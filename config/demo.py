@@ -16,10 +16,10 @@ pretrained = "lite0_package"
 session_name = "demo_efficientnet_lite0"
 num_workers = 2
 batch_size = 16
-max_epoches = 4
+max_epoches = 6
 crop_size = 160
 resize_long = (192, 256)
-optimizer = dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=5e-4)
-lr_scheduler = dict(type="MultiStepLR", milestones=[3], gamma=0.1)
+optimizer = dict(type="SGD", lr=0.05, momentum=0.9, weight_decay=5e-4)
+lr_scheduler = dict(type="MultiStepLR", milestones=[5], gamma=0.1)
 bootstrap = 1000
 fignote = "EfficientNet-Lite0 (demo)"
