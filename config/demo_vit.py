@@ -16,4 +16,5 @@ warmup_epochs = 1
 optimizer = dict(_delete_=True, type="AdamW", lr=1e-3, weight_decay=0.05)
 lr_scheduler = dict(type="MultiStepLR", milestones=[5], gamma=0.1)
 cam_method = "transformer_attribution"
+cam_flip = False                        # as the original ViT path: one pass, no flip
 fignote = "ViT-Tiny, from scratch (demo)"
