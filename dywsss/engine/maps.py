@@ -1,0 +1,373 @@
+"""Stage 2: one ``.npz`` of class maps per image (spec, stage 2; DESIGN.md "Map files").
+
+For every image of ``cfg.infer_list`` the explainer (``cfg.cam_method``) is run
+on the image at each scale of ``cfg.cam_scales`` (aspect kept; or at the
+explainer's fixed ``input_size``, as for ViTs) and, with ``cfg.cam_flip``, on its
+horizontal flip (flipped back). The raw maps are upsampled bilinearly to the
+image size, summed, clamped at 0 and min-max normalised per class
+(:func:`normalize_maps`). Which classes are kept follows ``cfg.cam_classes``.
+
+Images of equal size are batched together and all needed classes of an image
+are explained at once; maps stay on the device until written. Under torchrun
+the list's size-grouped batches are dealt out ``rank::world_size``, so each
+image is computed in the same batch as in one process and the files do not
+depend on the number of processes. A rerun skips images whose file is complete (readable, right classes and size)
+and redoes the rest; ``overwrite=True`` redoes everything.
+"""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import data_path, session_paths
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..data.voc import (
+    NUM_CLASSES,
+    VOCImages,
+    collate_images,
+    image_path,
+    label_matrix,
+    load_cls_labels,
+    read_image_list,
+)
+from ..explain import EXPLAINERS
+from ..io import write_json_atomic
+from ..mapfile import load_maps, save_maps
+from .dist import barrier, env_world, is_dist
+from .runtime import resolve_num_workers, select_device
+
+META_FILE = "maps_meta.json"
+CLASS_MODES = ("gt", "pred", "all")
+#: The original's offset in the min-max normalisation (spec, stage 2).
+NORM_EPS = 1e-5
+_MAX_PENDING_WRITES = 32
+
+
+# ------------------------------------------------------------ normalisation
+def normalize_maps(summed: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """Per-class min-max normalisation of the original code (spec, stage 2).
+
+    ``summed`` [K, H, W] are the scale/flip sums, clamped at 0. With ``m`` and
+    ``M`` the min and max of one class map ``s``: pixels with ``s < m + 1e-5`` are
+    set to 0, then the map becomes ``(s - m - 1e-5) / (M - m + 1e-5)``. The
+    original stops there, which leaves the zeroed pixels at ``-(m + 1e-5) / (M - m
+    + 1e-5)``, a hair below 0 when ``m`` is 0; ``clamp=True`` (what the map files
+    hold) clips the result to [0, 1]. The maximum is ``(M - m - 1e-5) / (M - m +
+    1e-5) < 1``.
+    """
+    s = summed.float()
+    m = s.amin(dim=(-2, -1), keepdim=True)
+    M = s.amax(dim=(-2, -1), keepdim=True)
+    s = torch.where(s < m + NORM_EPS, torch.zeros_like(s), s)
+    out = (s - m - NORM_EPS) / (M - m + NORM_EPS)
+    return out.clamp_(0.0, 1.0) if clamp else out
+
+
+# ------------------------------------------------------------ one batch
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """Input size at ``scale``, aspect kept (at least 1 pixel a side)."""
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def resize_batch(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of a normalised batch; antialiased when shrinking (as PIL does)."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def _run_explainer(explainer: Any, x: torch.Tensor, classes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    if explainer.batched:
+        return explainer.explain(x, classes)
+    return [explainer.explain(x[i:i + 1], [c])[0] for i, c in enumerate(classes)]
+
+
+def explain_batch(
+    explainer: Any,
+    images: torch.Tensor,
+    classes: Sequence[Sequence[int]],
+    scales: Sequence[float] = (1.0,),
+    flip: bool = True,
+    clamp: bool = True,
+) -> list[torch.Tensor]:
+    """Normalised maps [K_i, H, W] for a batch of equal-size images [B, 3, H, W].
+
+    The explainer runs once per scale on the images and (``flip``) their mirror
+    images together; each raw map is upsampled to (H, W), mirrored back where
+    needed, summed over scales and flips, clamped at 0 and normalised.
+    """
+    B, _, H, W = images.shape
+    sums = [images.new_zeros((len(c), H, W), dtype=torch.float32) for c in classes]
+    fixed = getattr(explainer, "input_size", None)
+    sizes = [tuple(fixed)] if fixed else [scaled_size(H, W, s) for s in scales]
+    for size in sizes:
+        x = resize_batch(images, size)
+        if flip:
+            x, run_classes = torch.cat([x, x.flip(-1)]), list(classes) * 2
+        else:
+            run_classes = list(classes)
+        for j, raw in enumerate(_run_explainer(explainer, x, run_classes)):
+            if raw.shape[0] == 0:
+                continue
+            up = F.interpolate(raw[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]
+            sums[j % B] += up.flip(-1) if j >= B else up
+    return [normalize_maps(s.clamp_(min=0), clamp=clamp) for s in sums]
+
+
+def select_classes(mode: str, labels: np.ndarray, probs: np.ndarray | None = None,
+                   threshold: float = 0.5) -> list[list[int]]:
+    """Per image, the class ids to keep: ``gt`` labels, ``pred`` (p > threshold) or ``all``."""
+    if mode == "gt":
+        return [np.flatnonzero(row > 0.5).tolist() for row in labels]
+    if mode == "pred":
+        if probs is None:
+            raise ValueError("cam_classes='pred' needs the predicted probabilities")
+        return [np.flatnonzero(row > threshold).tolist() for row in probs]
+    if mode == "all":
+        return [list(range(NUM_CLASSES)) for _ in labels]
+    raise ValueError(f"cam_classes={mode!r}: expected one of {', '.join(CLASS_MODES)}")
+
+
+def to_device_batch(images: Sequence[np.ndarray], device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    """Equal-size uint8 HxWx3 images -> normalised float32 [B, 3, H, W] on ``device``.
+
+    Same arithmetic as :func:`dywsss.data.transforms.normalize_image`, done on the device.
+    """
+    x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+def use_channels_last(cfg: Config, model: nn.Module) -> bool:
+    """``cfg.channels_last`` for CNNs (faster convolutions with oneDNN / cuDNN); never for ViTs."""
+    from ..models.builder import is_vit
+
+    return bool(cfg.get("channels_last", False)) and not is_vit(model)
+
+
+# ------------------------------------------------------------ files
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image file from its header."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image not found") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: unreadable image ({exc})") from exc
+    return h, w
+
+
+def map_file_ok(path: Path, classes: Sequence[int] | None, size: tuple[int, int]) -> bool:
+    """True when ``path`` loads, has maps of ``size`` and (unless None) exactly ``classes``."""
+    if not path.is_file():
+        return False
+    try:
+        got, cams = load_maps(path)
+    except (ValueError, OSError):
+        return False
+    if classes is not None and got.tolist() != list(classes):
+        return False
+    return tuple(cams.shape[1:]) == tuple(size)
+
+
+def maps_meta(cfg: Config, explainer: Any) -> dict:
+    """What made the map files of a directory (``maps_meta.json``)."""
+    fixed = getattr(explainer, "input_size", None)
+    meta = dict(
+        method=cfg.cam_method,
+        network=cfg.network,
+        weights=str(cfg.weights),
+        scales=None if fixed else [float(s) for s in cfg.cam_scales],
+        input_size=list(fixed) if fixed else None,
+        flip=bool(cfg.cam_flip),
+        classes=cfg.cam_classes,
+        dtype=cfg.cam_dtype,
+        normalization="minmax (spec stage 2), clamped to [0, 1]",
+    )
+    if cfg.cam_classes == "pred":
+        meta.update(pred_threshold=float(cfg.pred_threshold), pred_input=cfg.loss_input)
+    return meta
+
+
+def check_meta(out_dir: Path, meta: dict, overwrite: bool) -> None:
+    """Refuse to mix map files of different settings in one directory (unless ``overwrite``)."""
+    path = out_dir / META_FILE
+    if overwrite or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc}); delete it or pass --options overwrite=True") from exc
+    diff = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
+    if diff:
+        what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"{out_dir}: holds maps made with other settings ({what}). Pass --options overwrite=True "
+            "to replace them, or use another session_name / weights."
+        )
+
+
+# ------------------------------------------------------------ model
+def load_model(cfg: Config, device: torch.device) -> nn.Module:
+    """The trained classifier of the session: ``model/<weights>`` into a fresh ``cfg.network``."""
+    from ..models.builder import build_model
+    from ..models.checkpoint import load_weights
+
+    path = session_paths(cfg).weights_file(cfg.weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights not found (weights={cfg.weights!r}); train first or pass weights=PATH")
+    model = build_model(cfg.network, pretrained=False, num_classes=cfg.num_classes, **dict(cfg.model_kwargs))
+    load_weights(model, path)
+    return model.to(device).eval()
+
+
+def size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of equal image size (list order kept within a size)."""
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, s in enumerate(sizes):
+        by_size.setdefault(tuple(s), []).append(i)
+    batches = []
+    for idx in by_size.values():
+        batches += [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
+    return sorted(batches, key=lambda b: b[0])
+
+
+# ------------------------------------------------------------ the stage
+def planned_batches(cfg: Config, names: Sequence[str], labels: np.ndarray, out_dir: Path, rank: int = 0,
+                    world: int = 1) -> list[list[int]]:
+    """This rank's batches (indices into ``names``), less the images whose file is complete.
+
+    The whole list is cut into batches of equal image size first and rank r
+    takes batches ``r::world``, so every image meets the same batch neighbours
+    as in one process: the files do not depend on the number of processes,
+    bit for bit (batch-size dependent kernels make batched and unbatched
+    maps agree only to float32 rounding).
+    """
+    sizes = [image_size(image_path(cfg.voc12_root, n, cfg.img_dir)) for n in names]
+    batches = size_batches(sizes, int(cfg.cam_batch_size))[rank::world]
+    if cfg.overwrite:
+        return batches
+    # with cam_classes=pred the classes are known only after a forward pass: check readability and size
+    known = None if cfg.cam_classes == "pred" else select_classes(cfg.cam_classes, labels)
+    todo = [[i for i in b if not map_file_ok(out_dir / f"{names[i]}.npz", None if known is None else known[i],
+                                             sizes[i])] for b in batches]
+    return [b for b in todo if b]
+
+
+def write_maps(cfg: Config, model: nn.Module, explainer: Any, names: Sequence[str], labels: np.ndarray,
+               batches: Sequence[Sequence[int]], out_dir: Path, device: torch.device, progress: bool = True) -> None:
+    """Explain the images of ``batches`` (indices into ``names``, equal size within a batch) and
+    write one map file each; the writes overlap the compute."""
+    dataset = VOCImages(names, cfg.voc12_root, dict(zip(names, labels)), img_dir=cfg.img_dir)
+    loader = DataLoader(dataset, batch_sampler=[list(b) for b in batches], collate_fn=collate_images,
+                        num_workers=resolve_num_workers(cfg.num_workers))
+    channels_last = use_channels_last(cfg, model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    pending: list[Future] = []
+    with tqdm(total=sum(map(len, batches)), unit="img", desc=f"maps {cfg.cam_method}", disable=not progress) as bar, \
+            ThreadPoolExecutor(max_workers=2) as writer:
+        for batch in loader:
+            probs = predict_probs(model, batch["image"], cfg, device) if cfg.cam_classes == "pred" else None
+            classes = select_classes(cfg.cam_classes, batch["label"].numpy(), probs, float(cfg.pred_threshold))
+            x = to_device_batch(batch["image"], device, channels_last)
+            maps = explain_batch(explainer, x, classes, cfg.cam_scales, bool(cfg.cam_flip))
+            for name, cls, m in zip(batch["name"], classes, maps):
+                cams = m.to(getattr(torch, cfg.cam_dtype)).cpu().numpy()
+                pending.append(writer.submit(save_maps, out_dir / f"{name}.npz", np.asarray(cls), cams, cfg.cam_dtype))
+            bar.update(len(batch["name"]))
+            if len(pending) > _MAX_PENDING_WRITES:
+                pending = _wait(pending)
+        _wait(pending)
+
+
+def generate_maps(cfg: Config, model: nn.Module | None = None) -> Path:
+    """Write ``test/cam_<list stem>_<weights stem>/<name>.npz`` for ``cfg.infer_list``; return the folder.
+
+    ``model`` (optional) replaces loading ``model/<weights>`` (tests, benchmarks).
+    """
+    if cfg.cam_classes not in CLASS_MODES:
+        raise ValueError(f"cam_classes={cfg.cam_classes!r}: expected one of {', '.join(CLASS_MODES)}")
+    if cfg.cam_dtype not in ("float16", "float32"):
+        raise ValueError(f"cam_dtype={cfg.cam_dtype!r}: expected float16 or float32")
+    rank, world, local_rank = env_world()
+    if is_dist():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    device = select_device(cfg.get("device", "auto"), local_rank)
+    names = read_image_list(data_path(cfg, cfg.infer_list))
+    labels = label_matrix(names, load_cls_labels(cfg.cls_label, allow_pickle=cfg.allow_pickle), source=cfg.cls_label)
+    out_dir = session_paths(cfg).cam_dir(cfg.infer_list, cfg.weights)
+
+    model = load_model(cfg, device) if model is None else model.to(device).eval()
+    explainer = EXPLAINERS.get(cfg.cam_method)(model, cfg)
+    meta = maps_meta(cfg, explainer)
+    check_meta(out_dir, meta, bool(cfg.overwrite))
+    if rank == 0:
+        write_json_atomic(out_dir / META_FILE, meta)
+
+    batches = planned_batches(cfg, names, labels, out_dir, rank, world)
+    todo = sum(map(len, batches))
+    if rank == 0 and world == 1 and todo < len(names):
+        print(f"[maps] {len(names) - todo} of {len(names)} map files already complete in {out_dir}; skipped")
+    write_maps(cfg, model, explainer, names, labels, batches, out_dir, device, progress=rank == 0 and todo > 0)
+    barrier()  # a no-op unless a process group is up
+    return out_dir
+
+
+def _wait(futures: list[Future]) -> list[Future]:
+    """Wait for the writes (re-raising their errors); return an empty list."""
+    for f in futures:
+        f.result()
+    return []
+
+
+def predict_probs(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device) -> np.ndarray:
+    """Class probabilities [B, 20] on the per-sample stage's input (``cfg.loss_input``)."""
+    from .per_sample import prediction_transform
+
+    tf = prediction_transform(cfg)
+    with torch.no_grad():
+        logits = model(torch.stack([tf(im) for im in images]).to(device))
+    return torch.sigmoid(logits.float()).cpu().numpy()
+
+
+# ------------------------------------------------------------ baseline
+def centred_blob_maps(height: int, width: int, num_maps: int, sigma: float = 0.25) -> np.ndarray:
+    """A centred Gaussian blob per class, [num_maps, H, W] in [0, 1] (peak 1 at the centre).
+
+    The reference point for map quality: maps that know nothing about the
+    image except that objects tend to sit in the middle. ``sigma`` is a
+    fraction of each side.
+    """
+    y = (np.arange(height) + 0.5 - height / 2) / (sigma * height)
+    x = (np.arange(width) + 0.5 - width / 2) / (sigma * width)
+    blob = np.exp(-0.5 * (y[:, None] ** 2 + x[None, :] ** 2)).astype(np.float32)
+    return np.broadcast_to(blob, (num_maps, height, width)).copy()
+
+
+def generate_blob_maps(cfg: Config, sigma: float = 0.25) -> Path:
+    """Write centred-blob maps for the ground-truth classes of ``cfg.infer_list`` to ``test/cam_<list>_blob/``."""
+    names = read_image_list(data_path(cfg, cfg.infer_list))
+    labels = label_matrix(names, load_cls_labels(cfg.cls_label, allow_pickle=cfg.allow_pickle), source=cfg.cls_label)
+    out_dir = session_paths(cfg).cam_dir(cfg.infer_list, "blob")
+    for name, cls in zip(names, select_classes("gt", labels)):
+        h, w = image_size(image_path(cfg.voc12_root, name, cfg.img_dir))
+        save_maps(out_dir / f"{name}.npz", np.asarray(cls), centred_blob_maps(h, w, len(cls), sigma), cfg.cam_dtype)
+    write_json_atomic(out_dir / META_FILE, dict(method="centred_blob", sigma=sigma, classes="gt", dtype=cfg.cam_dtype))
+    return out_dir
