@@ -47,6 +47,7 @@ amp = True                      # bf16 autocast on CUDA (ignored on CPU)
 channels_last = True            # CNNs only
 compile = False                 # torch.compile the model
 resume = False                  # True: continue from model/last.pth; or a checkpoint path
+save_every_steps = 0            # >0: also write model/last.pth every N steps (mid-epoch resume)
 log_interval = 20
 session_name = ""
 
