@@ -1,6 +1,7 @@
 """The original's pipeline switches: one config, stages chosen by boolean keys."""
 from __future__ import annotations
 
+import os
 from typing import Iterable
 
 from mmengine.config import Config
@@ -16,7 +17,8 @@ def run_pipeline(cfg: Config) -> None:
     if cfg.get("train_multi_scale"):
         from .engine.train import train
 
-        save_merged_config(cfg, paths)
+        if int(os.environ.get("RANK", "0")) == 0:
+            save_merged_config(cfg, paths)
         best = train(cfg)
         print(f"[train] checkpoints in {paths.model_dir} (best: {best})")
         ran = True

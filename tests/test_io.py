@@ -64,3 +64,15 @@ def test_registry_suggests_close_names():
         reg.get("gradcm")
     with pytest.raises(KeyError, match="twice"):
         reg.register("gradcam")(object)
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644
