@@ -230,36 +230,6 @@ def check_data(
 
 
 # ------------------------------------------------------------------ datasets
-class VOCClassification(Dataset):
-    """Images with multi-hot labels for training / validation.
-
-    Item: ``dict(name=str, img=FloatTensor[3, H, W], label=FloatTensor[20])``;
-    ``transform`` maps the uint8 HxWx3 RGB image to the tensor.
-    """
-
-    def __init__(
-        self,
-        names: Sequence[str],
-        voc12_root: PathLike,
-        labels: Mapping[str, np.ndarray],
-        transform: Callable[[np.ndarray], torch.Tensor],
-        img_dir: str = "JPEGImages",
-    ) -> None:
-        self.names = list(names)
-        self.voc12_root = Path(voc12_root)
-        self.img_dir = img_dir
-        self.labels = label_matrix(self.names, labels)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, idx: int) -> dict:
-        name = self.names[idx]
-        img = load_image(image_path(self.voc12_root, name, self.img_dir))
-        return dict(name=name, img=self.transform(img), label=torch.from_numpy(self.labels[idx].copy()))
-
-
 class VOCImages(Dataset):
     """Unnormalised original images with labels, for stages that do their own scaling.
 
@@ -286,6 +256,29 @@ class VOCImages(Dataset):
         name = self.names[idx]
         img = load_image(image_path(self.voc12_root, name, self.img_dir))
         return dict(name=name, image=img, label=torch.from_numpy(self.labels[idx].copy()))
+
+
+class VOCClassification(VOCImages):
+    """Images with multi-hot labels for training / validation.
+
+    Item: ``dict(name=str, img=FloatTensor[3, H, W], label=FloatTensor[20])``;
+    ``transform`` maps the uint8 HxWx3 RGB image to the tensor.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        voc12_root: PathLike,
+        labels: Mapping[str, np.ndarray],
+        transform: Callable[[np.ndarray], torch.Tensor],
+        img_dir: str = "JPEGImages",
+    ) -> None:
+        super().__init__(names, voc12_root, labels, img_dir)
+        self.transform = transform
+
+    def __getitem__(self, idx: int) -> dict:
+        item = super().__getitem__(idx)
+        return dict(name=item["name"], img=self.transform(item["image"]), label=item["label"])
 
 
 def collate_images(batch: list[dict]) -> dict:
