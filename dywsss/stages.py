@@ -222,7 +222,8 @@ def study_stages(
     weights: str | None = None, demo_args: Sequence[str] | None = None, python: str = sys.executable,
 ) -> StudyPlan:
     """The VICE study of one config as stages (docs/DESIGN.md): demo data (when ``demo_args`` is
-    given), train, maps, JI curve, per-sample loss, ECE_ML, VICE, report.
+    given), train, maps, JI curve, the centred-blob baseline's maps and JI curve, per-sample
+    loss, ECE_ML, VICE, report.
 
     ``options`` are ``key=value`` overrides passed to every config-driven stage.
     """
@@ -244,6 +245,7 @@ def study_stages(
     wts = weights or cfg.get("weights", "best.pth")
     wfile = paths.model_dir / wts
     cam_dir, eval_dir = paths.cam_dir(lst, wts), paths.eval_dir(lst, wts)
+    blob_dir = paths.cam_dir(lst, "blob")  # centred-blob baseline maps
     gt_dir = Path(cfg.gt_dir)
     label_file = Path(cfg.cls_label)
     driver = _script(pipeline_script(str(cfg.network)))
@@ -273,6 +275,14 @@ def study_stages(
                            "--gt_dir", str(gt_dir), "--comment", f"{session}_{cam_dir.name}", "--type", "npz",
                            "--curve", "True", "--json", str(eval_dir / "ji_curve.json")),
               inputs=lambda: [lst, *cams(), *masks()], outputs=[eval_dir / "ji_curve.json"]),
+        Stage("blob_maps", (python, _script("scripts/make_blob_maps.py"), str(config), "--options", *opts,
+                            f"infer_list={lst_value}"),
+              inputs=[lst, label_file], outputs=lambda: [blob_dir / f"{n}.npz" for n in _list_names(lst)]),
+        Stage("blob_curve", (python, _script("evaluation.py"), "--list", str(lst), "--predict_dir", str(blob_dir),
+                             "--gt_dir", str(gt_dir), "--comment", f"{session}_{blob_dir.name}", "--type", "npz",
+                             "--curve", "True", "--json", str(eval_dir / "ji_curve_blob.json")),
+              inputs=lambda: [lst, *(blob_dir / f"{n}.npz" for n in _list_names(lst)), *masks()],
+              outputs=[eval_dir / "ji_curve_blob.json"]),
         Stage("per_sample", (python, _script("compute_each_image_loss.py"), str(config), "--options", *opts,
                              *list_opts),
               inputs=lambda: [*cfg_inputs, wfile, lst, label_file, *cams(), *masks()], outputs=[csv]),
@@ -285,7 +295,8 @@ def study_stages(
         Stage("report", (python, _script("scripts/make_report.py"), str(paths.root), "--list", Path(lst).stem,
                          "--weights", Path(wts).stem),
               inputs=[paths.config_file, csv, *(eval_dir / f for f in (
-                  "ji_curve.json", "ece.json", "vice.json", "reliability.png", "vice_bins.png", "loss_vs_ji.png"))],
+                  "ji_curve.json", "ji_curve_blob.json", "ece.json", "vice.json", "reliability.png",
+                  "vice_bins.png", "loss_vs_ji.png"))],
               outputs=[paths.root / "report.html"]),
     ]
     return StudyPlan(stages, paths.root, paths.log_dir / "stages.json", cam_dir, eval_dir, paths.root / "report.html")

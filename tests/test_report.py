@@ -190,3 +190,20 @@ def test_report_renders_offline_with_the_json_numbers(run, tmp_path):
     for name, (_, loss), (_, j) in zip(samples, dom.keys["loss"], dom.keys["ji"]):
         assert float(loss) == pytest.approx(csv.loc[name, "loss"], abs=5e-5)
         assert float(j) == pytest.approx(csv.loc[name, "miou"], abs=5e-4)
+
+
+def test_report_compares_the_maps_with_the_centred_blob_baseline(tmp_path):
+    voc, gt = make_data(tmp_path / "data", NAMES)
+    root = make_run(tmp_path / "work_dirs", "run_b", voc, gt, NAMES, seed=5)
+    ev = root / "eval" / "val_best"
+    ji = json.loads((ev / "ji_curve.json").read_text())
+    assert 'data-key="blob_best_miou"' not in write_report(root).read_text()  # optional: absent -> no row
+
+    blob = dict(ji, best_miou=ji["best_miou"] - 0.1234, best_threshold=0.3)
+    (ev / "ji_curve_blob.json").write_text(json.dumps(blob))
+    dom = _Collect()
+    dom.feed(write_report(root).read_text())
+    (attrs, text), = dom.keys["blob_best_miou"]
+    assert float(attrs["data-value"]) == pytest.approx(blob["best_miou"])
+    assert text.strip() == f"{100 * blob['best_miou']:.2f}%"
+    assert "beat it by +12.34 points" in write_report(root).read_text()

@@ -130,7 +130,8 @@ def demo_plan(tmp_path):
 
 def test_study_plan_commands(demo_plan, tmp_path):
     st = {s.name: s for s in demo_plan.stages}
-    assert list(st) == ["data", "train", "maps", "ji_curve", "per_sample", "ece", "vice", "report"]
+    assert list(st) == ["data", "train", "maps", "ji_curve", "blob_maps", "blob_curve", "per_sample", "ece",
+                        "vice", "report"]
     train = st["train"].command
     assert train[:4] == ("python", "run_resnet50.py", "config/demo.py", "--options")
     assert "train_multi_scale=True" in train and "session_name=s1" in train and "max_epoches=3" in train
@@ -142,6 +143,9 @@ def test_study_plan_commands(demo_plan, tmp_path):
     assert vice[vice.index("--bootstrap") + 1] == "1000"  # config/demo.py
     assert st["vice"].output_paths() == [ev / "vice.json", ev / "vice_bins.png", ev / "loss_vs_ji.png"]
     assert st["report"].output_paths() == [tmp_path / "s1" / "report.html"]
+    blob = st["blob_curve"].command
+    assert blob[-2:] == ("--json", str(ev / "ji_curve_blob.json"))
+    assert blob[blob.index("--predict_dir") + 1] == str(tmp_path / "s1" / "test" / "cam_val_blob")
     assert Path("config/_base_.py") in st["train"].input_paths()  # inherited config counts as input
     assert demo_plan.stamp_file == tmp_path / "s1" / "log" / "stages.json"
     assert pipeline_script("vit_tiny_patch16_224") == "run_transformer.py"

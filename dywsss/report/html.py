@@ -317,7 +317,22 @@ def _metrics_html(run: RunSummary) -> str:
         f'<th>meaning</th></tr>{"".join(rows)}</table>'
         f'<p>Per-image JI used by VICE: <b data-key="ji_definition" data-value="{_esc(ji_def)}">{_esc(ji_def)}</b>'
         f' ({ji_text}). The best mIoU comes from the dataset-level JI curve (pixel counts accumulated over all '
-        f'images per class, 21 classes).</p>{_recorded_html(run)}</section>'
+        f'images per class, 21 classes).</p>{_baseline_html(run)}{_recorded_html(run)}</section>'
+    )
+
+
+def _baseline_html(run: RunSummary) -> str:
+    """How the maps compare with centred blobs on the same classes (a map-quality floor)."""
+    blob = run.blob_curve
+    if blob is None:
+        return ""
+    ours, base = float(run.ji_curve["best_miou"]), float(blob["best_miou"])
+    verdict = "beat" if ours > base else "do not beat"
+    return (
+        f'<p>Baseline: centred Gaussian blobs on the ground-truth classes reach a best mIoU of '
+        f'<b data-key="blob_best_miou" data-value="{_esc(base)}">{format_metric("best_miou", base)}%</b> '
+        f'(t = {float(blob["best_threshold"]):.2f}); the model\'s maps {verdict} it by '
+        f'{100 * (ours - base):+.2f} points.</p>'
     )
 
 

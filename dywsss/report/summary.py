@@ -20,6 +20,7 @@ PathLike = str | os.PathLike
 # Keys each summary must hold (docs/DESIGN.md, "JSON summaries").
 REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "ji_curve.json": ("thresholds", "miou", "best_threshold", "best_miou"),
+    "ji_curve_blob.json": ("thresholds", "miou", "best_threshold", "best_miou"),
     "ece.json": ("ece_ml", "acc_ml", "mAP"),
     "vice.json": ("vice", "n", "ci_low", "ci_high", "spearman", "p_value"),
 }
@@ -27,6 +28,7 @@ FIGURES = ("reliability.png", "vice_bins.png", "loss_vs_ji.png")
 # Which stage writes which file, for error messages.
 PRODUCER = {
     "ji_curve.json": "evaluation.py",
+    "ji_curve_blob.json": "evaluation.py on scripts/make_blob_maps.py's maps",
     "per_sample.csv": "compute_each_image_loss.py",
     "ece.json": "compute_ECE.py",
     "reliability.png": "compute_ECE.py",
@@ -88,6 +90,12 @@ class RunSummary:
     def ji_definition(self) -> str:
         """The per-image JI definition VICE used (vice.json), else the config's."""
         return str(self.vice.get("ji_definition") or self.cfg.get("ji_definition", "reference"))
+
+    @property
+    def blob_curve(self) -> dict | None:
+        """JI curve of the centred-blob baseline maps (``ji_curve_blob.json``), when it was run."""
+        path = self.eval_dir / "ji_curve_blob.json"
+        return read_summary(path) if path.is_file() else None
 
     def metrics(self) -> dict[str, Any]:
         """Headline numbers as stored (fractions), keyed as :data:`METRIC_SOURCES`."""
