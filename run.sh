@@ -35,6 +35,8 @@ fi
 
 bash scripts/setup.sh
 PY=.venv/bin/python
+# progress bars: redraw at most every 30 s when the output is a log file rather than a terminal
+[ -t 2 ] || export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}
 start=$SECONDS
 
 if [ "$mode" = demo ]; then
