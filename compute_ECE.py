@@ -12,11 +12,11 @@ writes ece.json and reliability.png there.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from mmengine.config import DictAction
 
+from dywsss.cli import run_main
 from dywsss.config import ConfigKeyError, load_config, session_paths
 from dywsss.data.voc import CLASS_NAMES
 from dywsss.io import write_json_atomic
@@ -94,7 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    run_main(main)

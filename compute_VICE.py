@@ -10,9 +10,9 @@ per_sample.csv the names get its stem as prefix), or where --json says.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from dywsss.cli import run_main
 from dywsss.io import write_json_atomic
 from dywsss.metrics.per_sample import read_per_sample_csv
 from dywsss.metrics.vice import loss_bins, vice
@@ -81,7 +81,4 @@ def _ji_definition(df, column: str) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    run_main(main)

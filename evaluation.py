@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dywsss.cli import run_main
 from dywsss.data.voc import read_image_list
 from dywsss.io import write_json_atomic
 from dywsss.metrics.segmentation import SEG_CLASS_NAMES, dataset_ji_curve
@@ -94,7 +95,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}")
+    run_main(main)

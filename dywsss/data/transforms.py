@@ -143,25 +143,28 @@ class TrainTransform:
         return self.erase(x) if self.erase is not None else x
 
 
-class CenterCropTransform:
-    """Original validation transform: normalise, then the ``crop_size`` centre crop, zero padded."""
-
-    def __init__(self, crop_size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
-        self.crop_size = int(crop_size)
-        self.mean, self.std = tuple(mean), tuple(std)
-
-    def __call__(self, img: ImageLike) -> torch.Tensor:
-        return center_crop(normalize_image(img, self.mean, self.std), self.crop_size)
-
-
-class FullImageTransform:
-    """Resize the whole image to ``size`` x ``size`` (bilinear), then normalise (ViT inputs)."""
+class _SizedTransform:
+    """A deterministic transform to a square ``size``, normalised with ``mean``/``std``."""
 
     def __init__(self, size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD) -> None:
         self.size = int(size)
         self.mean, self.std = tuple(mean), tuple(std)
+
+
+class CenterCropTransform(_SizedTransform):
+    """Original validation transform: normalise, then the ``size`` centre crop, zero padded."""
+
+    @property
+    def crop_size(self) -> int:
+        return self.size
+
+    def __call__(self, img: ImageLike) -> torch.Tensor:
+        return center_crop(normalize_image(img, self.mean, self.std), self.size)
+
+
+class FullImageTransform(_SizedTransform):
+    """Resize the whole image to ``size`` x ``size`` (bilinear), then normalise (ViT inputs)."""
 
     def __call__(self, img: ImageLike) -> torch.Tensor:
         pil = _to_pil(img).resize((self.size, self.size), resample=Image.BILINEAR)

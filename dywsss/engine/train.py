@@ -471,7 +471,7 @@ class _Loop:
 
     # ---------------------------------------------------------------- epoch
     def train_epoch(self) -> None:
-        st, bs = self.state, int(self.cfg.batch_size)
+        st = self.state
         self.batches.set_epoch(st.epoch, skip=st.epoch_step)
         set_train_mode(self.net, self.finetune)
         warm_steps = int(float(self.cfg.get("warmup_epochs", 0)) * self.steps_per_epoch)
@@ -487,7 +487,7 @@ class _Loop:
             seen += len(batch["label"]) * self.info.world_size
             running.append(loss)
             ips = seen / max(time.perf_counter() - t0, 1e-9)
-            lr = self.optimizer.param_groups[0]["lr"] * warmup_factor(st.step - 1, warm_steps)
+            lr = self.optimizer.param_groups[0]["lr"]  # train_step already applied the warmup factor
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}")
             bar.update(1)
             if st.step % interval == 0:
@@ -503,7 +503,6 @@ class _Loop:
                           f"({seen / max(time.perf_counter() - t0, 1e-9):.1f} img/s), last loss {running[-1] if running else loss:.4f}")
 
     def train_step(self, batch: Mapping[str, Any], factor: float) -> float:
-        st = self.state
         x = _to_device(batch["img"], self.device, self.channels_last)
         y = batch["label"].to(self.device, non_blocking=True)
         scheduled = self.scheduler.get_last_lr()
