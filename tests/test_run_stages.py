@@ -174,3 +174,15 @@ def test_cli_dry_run(tmp_path, capsys):
     assert "[train] run: no outputs yet" in out and "session_name=s2" in out
     assert cli.main(["config/demo.py", "--options", "no_such_key=1", "--dry-run"]) == 1
     assert "no_such_key" in capsys.readouterr().err
+
+
+def test_run_sh_paper_stops_at_once_without_the_data(tmp_path):
+    import shutil
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(repo / "run.sh", tmp_path / "run.sh")  # a checkout without voc12/VOC2012
+    proc = subprocess.run(["bash", "run.sh", "paper"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "voc12/VOC2012/JPEGImages not found" in proc.stderr and "voc12/README.md" in proc.stderr
+    assert not (tmp_path / ".venv").exists()  # nothing slow ran first
