@@ -277,3 +277,18 @@ def test_load_weights_accepts_training_checkpoints_and_plain_dicts(tmp_path: Pat
     with pytest.raises(RuntimeError, match=r"missing: fc\.weight, fc\.bias"):
         torch.save({k: v for k, v in src.state_dict().items() if not k.startswith("fc.")}, tmp_path / "nofc.pth")
         load_weights(timm.create_model("resnet18", num_classes=20), tmp_path / "nofc.pth")
+
+
+def test_pretrained_true_without_the_hub_explains_the_offline_options(monkeypatch):
+    from dywsss.models.builder import build_model
+
+    real = timm.create_model
+
+    def offline(name, pretrained=False, **kw):
+        if pretrained:
+            raise OSError("We couldn't connect to the Hugging Face Hub")
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(RuntimeError, match=r"resnet18.*pretrained=True.*couldn't connect.*pretrained=/path/to/checkpoint"):
+        build_model("resnet18", pretrained=True)

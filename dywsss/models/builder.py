@@ -113,7 +113,14 @@ def build_model(network: str, pretrained: bool | str = False, num_classes: int =
         raise ValueError(f"network={network!r}: not a timm model" + (f" (similar: {', '.join(close)})" if close else ""))
     if pretrained is True:
         # timm replaces the 1000-class head by a fresh num_classes one.
-        return timm.create_model(network, pretrained=True, num_classes=num_classes, **kwargs)
+        try:
+            return timm.create_model(network, pretrained=True, num_classes=num_classes, **kwargs)
+        except (OSError, RuntimeError) as exc:  # hub unreachable, file not in the cache
+            raise RuntimeError(
+                f"network={network!r}, pretrained=True: timm could not get its pretrained weights ({exc}). "
+                "Without network access, pass --options pretrained=/path/to/checkpoint.pth (a state dict or "
+                "a wrapped checkpoint) or place the weights in the Hugging Face cache (HF_HUB_OFFLINE=1)."
+            ) from exc
     model = timm.create_model(network, pretrained=False, num_classes=num_classes, **kwargs)
     if pretrained == LITE0_PACKAGE:
         load_lite0_package(model)
