@@ -488,7 +488,7 @@ class _Loop:
             running.append(loss)
             ips = seen / max(time.perf_counter() - t0, 1e-9)
             lr = self.optimizer.param_groups[0]["lr"]  # train_step already applied the warmup factor
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}")
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}", refresh=False)
             bar.update(1)
             if st.step % interval == 0:
                 self.log.scalar("train/loss", float(np.mean(running)), st.step)
