@@ -66,6 +66,17 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: unreadable or truncated .npz file ({exc})") from exc
 
 
+def read_json_object(path: Path, what: str = "valid JSON", shape: str = "") -> dict:
+    """Parse a file that must hold a JSON object; errors name the file ("<path>: not <what> (...)")."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not {what} ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object{shape}, got {type(data).__name__}")
+    return data
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

@@ -5,7 +5,6 @@ broken dataset is reported before training starts rather than mid-epoch.
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -15,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+
+from ..io import read_json_object
 
 CLASS_NAMES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -92,12 +93,7 @@ def load_cls_labels(path: PathLike, allow_pickle: bool = False) -> dict[str, np.
         raise FileNotFoundError(f"{path}: label file not found")
     if path.suffix == ".npy":
         return _load_pickled_labels(path, allow_pickle)
-    try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a valid JSON label file ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object {{image id: [class ids]}}, got {type(raw).__name__}")
+    raw = read_json_object(path, "a valid JSON label file", " {image id: [class ids]}")
     labels = {}
     for name, ids in raw.items():
         if not isinstance(ids, list):

@@ -5,7 +5,6 @@ numbers, formatted the same way.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Mapping
 from mmengine.config import Config
 
 from ..config import SessionPaths
+from ..io import read_json_object
 
 PathLike = str | os.PathLike
 
@@ -123,12 +123,7 @@ def read_summary(path: PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise RunNotFinished(f"{path}: not found (written by {PRODUCER.get(path.name, 'a pipeline stage')})")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    data = read_json_object(path)
     missing = [k for k in REQUIRED_KEYS.get(path.name, ()) if k not in data]
     if missing:
         raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
