@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmengine.config import Config
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -42,6 +41,7 @@ from ..config import SessionPaths, data_path, session_paths
 from ..data.transforms import train_transform, val_transform
 from ..data.voc import VOCClassification, check_data, load_cls_labels
 from ..io import write_json_atomic
+from ..metrics.classification import multilabel_bce
 from ..models.builder import build_model_from_cfg, classifier_module_name, is_vit, unwrap_model
 from ..models.checkpoint import (
     capture_rng_state,
@@ -65,12 +65,12 @@ class TrainingDivergedError(FloatingPointError):
 
 # ----------------------------------------------------------------------- loss
 def multilabel_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Multi-label soft-margin loss: mean over the C classes of BCE-with-logits (spec, stage 1).
+    """The training objective: Eq. 7 (:func:`multilabel_bce`) in float32, reduced over images.
 
     ``reduction='mean'`` averages over images too (= ``nn.MultiLabelSoftMarginLoss``);
     ``'none'`` returns the per-image loss [B].
     """
-    per_image = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none").mean(dim=1)
+    per_image = multilabel_bce(logits.float(), labels.float())
     if reduction == "none":
         return per_image
     if reduction == "sum":

@@ -4,6 +4,8 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .calibration import check_labels, check_probs, ml_accuracy
 
@@ -29,15 +31,21 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def per_sample_loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def multilabel_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per-sample loss (Eq. 7), [N]: mean over the C classes of BCE-with-logits.
 
     ``l_i = 1/C sum_c [softplus(x_ic) - y_ic x_ic]`` (= torch's multilabel_soft_margin_loss
-    with ``reduction='none'``), stable for large |x|.
+    with ``reduction='none'``), stable for large |x|, in the inputs' dtype. The training
+    objective and the evaluation metric both use this function.
     """
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none").mean(dim=1)
+
+
+def per_sample_loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Eq. 7 (:func:`multilabel_bce`) on numpy arrays, in float64, after validating them."""
     x = check_logits(logits)
     y = check_labels(labels, x.shape).astype(np.float64)
-    return (_softplus(x) - y * x).mean(1)
+    return multilabel_bce(torch.from_numpy(x), torch.from_numpy(y)).numpy()
 
 
 def binary_entropy(logits: np.ndarray) -> np.ndarray:
