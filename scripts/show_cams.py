@@ -17,7 +17,7 @@ import matplotlib
 import numpy as np
 
 from dywsss.config import add_config_args, data_path, load_config, session_paths
-from dywsss.data.voc import CLASS_NAMES, VOC_PALETTE, image_path, load_image, load_mask, read_image_list
+from dywsss.data.voc import CLASS_NAMES, image_path, load_image, load_mask, palette_rgb, read_image_list
 from dywsss.mapfile import load_maps
 from dywsss.metrics.segmentation import maps_to_mask
 
@@ -29,11 +29,6 @@ from dywsss.io import atomic_path  # noqa: E402
 
 
 MAX_COLS = 6
-
-
-def colour_mask(mask: np.ndarray) -> np.ndarray:
-    """Class-index mask -> RGB with the VOC palette (255, the ignore band, in its cream colour)."""
-    return np.asarray(VOC_PALETTE, dtype=np.uint8).reshape(256, 3)[mask]
 
 
 def draw_panels(image: np.ndarray, classes: Sequence[int], cams: np.ndarray, gt: np.ndarray | None,
@@ -53,10 +48,10 @@ def draw_panels(image: np.ndarray, classes: Sequence[int], cams: np.ndarray, gt:
         ax.imshow(image)
         ax.imshow(m, cmap="jet", alpha=0.5, vmin=0, vmax=1)
         ax.set_title(f"{CLASS_NAMES[c]} (max {m.max():.2f})", fontsize=8)
-    axes[1 + len(classes)].imshow(colour_mask(maps_to_mask(np.asarray(classes), cams, t, image.shape[:2])))
+    axes[1 + len(classes)].imshow(palette_rgb(maps_to_mask(np.asarray(classes), cams, t, image.shape[:2])))
     axes[1 + len(classes)].set_title(f"maps > {t:g}", fontsize=8)
     if gt is not None:
-        axes[-1].imshow(colour_mask(gt))
+        axes[-1].imshow(palette_rgb(gt))
         axes[-1].set_title("ground truth", fontsize=8)
     for ax in axes:
         ax.axis("off")

@@ -342,3 +342,12 @@ def test_full_image_transform_and_bad_input():
         tf.train_transform(cut_p=0.5, cut_s=0.01)
     with pytest.raises(ValueError, match="resize_long must be"):
         tf.train_transform(resize_long=(10, 5))
+
+
+def test_palette_rgb_colours_masks_with_the_voc_palette():
+    from dywsss.data.voc import palette_rgb
+
+    rgb = palette_rgb(np.array([[0, 1], [15, 255]], np.uint8))
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 1].tolist() == [128, 0, 0]      # background, aeroplane
+    assert rgb[1, 0].tolist() == [192, 128, 128] and rgb[1, 1].tolist() == [224, 224, 192]  # person, ignore

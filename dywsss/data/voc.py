@@ -44,6 +44,11 @@ VOC_PALETTE: list[int] = _voc_palette()
 
 
 # ---------------------------------------------------------------------- lists
+def palette_rgb(mask: np.ndarray) -> np.ndarray:
+    """Class-index mask [H, W] -> uint8 RGB [H, W, 3] in the VOC palette (255, the ignore band, cream)."""
+    return np.asarray(VOC_PALETTE, dtype=np.uint8).reshape(256, 3)[mask]
+
+
 def _list_entry_id(line: str) -> str:
     token = line.split()[0]
     if "/" in token or token.lower().endswith((".jpg", ".jpeg", ".png")):

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..data.voc import CLASS_NAMES, IGNORE_INDEX, VOC_PALETTE, image_path, load_image, load_mask
+from ..data.voc import CLASS_NAMES, IGNORE_INDEX, image_path, load_image, load_mask, palette_rgb
 from ..io import write_text_atomic
 from ..mapfile import load_maps
 from ..metrics.segmentation import maps_to_mask
@@ -189,16 +189,11 @@ def _thumb_size(h: int, w: int, side: int = THUMB_SIDE) -> tuple[int, int]:
     return max(1, round(w * s)), max(1, round(h * s))
 
 
-def _palette_rgb(labels: np.ndarray) -> np.ndarray:
-    lut = np.asarray(VOC_PALETTE, dtype=np.uint8).reshape(256, 3)
-    return lut[labels]
-
-
 def _blend_labels(image: np.ndarray, labels: np.ndarray, alpha: float = 0.6) -> np.ndarray:
     """Colour the non-background pixels of ``labels`` (VOC palette) over ``image``."""
     out = image.astype(np.float32)
     fg = labels > 0
-    out[fg] = (1 - alpha) * out[fg] + alpha * _palette_rgb(labels)[fg]
+    out[fg] = (1 - alpha) * out[fg] + alpha * palette_rgb(labels)[fg]
     out[labels == IGNORE_INDEX] = 255.0
     return out.round().astype(np.uint8)
 
