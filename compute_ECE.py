@@ -17,12 +17,13 @@ from pathlib import Path
 from mmengine.config import DictAction
 
 from dywsss.cli import run_main
-from dywsss.config import ConfigKeyError, load_config, session_paths
+from dywsss.config import add_debug_arg, load_config, session_paths
 from dywsss.data.voc import CLASS_NAMES
 from dywsss.io import write_json_atomic
 from dywsss.metrics.calibration import BINNINGS, ece_ml_from_probs
 from dywsss.metrics.classification import mean_average_precision, mean_ml_accuracy
-from dywsss.metrics.per_sample import ECE_COLUMNS, PROB_COLUMNS, ids_to_multi_hot, read_per_sample_csv
+from dywsss.errors import ConfigError, InputError, MissingInputError
+from dywsss.metrics.per_sample import ECE_COLUMNS, PROB_COLUMNS, ids_to_multi_hot, read_csv_provenance, read_per_sample_csv
 from dywsss.viz.reliability import plot_reliability
 
 
@@ -38,19 +39,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="width: (m/M, (m+1)/M]; count: equal-count bins (CSV form; config: ece_binning)")
     p.add_argument("--pred_threshold", type=float, default=0.5, help="predicted classes: p > this")
     p.add_argument("--fignote", default="", help="figure title, e.g. ResNet-50")
+    add_debug_arg(p)
     args = p.parse_args(argv)
     if (args.config is None) == (args.csv is None):
-        p.error("give either a config file (with --options) or --csv CSV")
+        raise ConfigError("give either a config file (with --options) or --csv CSV")
+    if args.bins < 1:
+        raise ConfigError(f"--bins {args.bins}: must be >= 1")
+    if not 0 < args.pred_threshold < 1:
+        raise ConfigError(f"--pred_threshold {args.pred_threshold}: must be in (0, 1)")
     if args.config is not None:
-        try:
-            cfg = load_config(args.config, args.options)
-            eval_dir = session_paths(cfg).eval_dir(cfg.eval_list, cfg.weights)
-        except (ConfigKeyError, ValueError, FileNotFoundError) as exc:
-            p.error(str(exc))
+        cfg = load_config(args.config, args.options)
+        eval_dir = session_paths(cfg).eval_dir(cfg.eval_list, cfg.weights)
         args.csv = eval_dir / "per_sample.csv"
         if not args.csv.is_file():
-            p.error(f"{args.csv}: per-sample CSV not found; run compute_each_image_loss.py with the same "
-                    "--options first")
+            raise MissingInputError(f"{args.csv}: per-sample CSV not found; run compute_each_image_loss.py with the "
+                                    "same --options first")
         args.json = args.json or eval_dir / "ece.json"
         args.bins, args.binning = int(cfg.ece_bins), str(cfg.ece_binning)
         args.pred_threshold, args.fignote = float(cfg.pred_threshold), str(cfg.get("fignote", "") or "")
@@ -69,15 +72,16 @@ def output_paths(csv: Path, json_path: Path | None) -> tuple[Path, Path]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     df = read_per_sample_csv(args.csv, ECE_COLUMNS)
+    provenance = read_csv_provenance(args.csv)
     try:
         labels = ids_to_multi_hot(df["label"].tolist())
     except ValueError as exc:
-        raise ValueError(f"{args.csv}: column 'label': {exc}") from None
+        raise InputError(f"{args.csv}: column 'label': {exc}") from None
     probs = df[list(PROB_COLUMNS)].to_numpy()
     try:
         res = ece_ml_from_probs(probs, labels, args.bins, args.binning, args.pred_threshold)
     except ValueError as exc:
-        raise ValueError(f"{args.csv}: {exc}") from None
+        raise InputError(f"{args.csv}: {exc}") from None
     acc = mean_ml_accuracy(probs, labels, args.pred_threshold)
     m_ap = mean_average_precision(probs, labels, list(CLASS_NAMES))  # warns about classes left out
     print(f"{args.csv}: ECE_ML = {100 * res.ece:.3f}%  ML-accuracy = {100 * acc:.3f}%  "
@@ -87,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                    binning=args.binning, pred_threshold=args.pred_threshold, csv=str(args.csv),
                    confidence="mean of p >= pred_threshold, else max p (Eq. 2)",
                    accuracy="|y & y_hat| / |y | y_hat|, 0/0 = 1 (Eq. 3)",
-                   mAP_note="mean AP over classes with a positive sample")
-    print(f"wrote {plot_reliability(res, acc, png_path, args.fignote)}")
+                   mAP_note="mean AP over classes with a positive sample", provenance=provenance)
+    print(f"wrote {plot_reliability(res, acc, png_path, args.fignote, provenance)}")
     print(f"wrote {write_json_atomic(json_path, summary)}")
     return 0
 

@@ -13,8 +13,9 @@ import argparse
 from pathlib import Path
 
 from dywsss.cli import run_main
+from dywsss.config import add_debug_arg
 from dywsss.io import write_json_atomic
-from dywsss.metrics.per_sample import read_per_sample_csv
+from dywsss.metrics.per_sample import read_csv_provenance, read_per_sample_csv
 from dywsss.metrics.vice import loss_bins, vice
 from dywsss.viz.vice_plot import plot_loss_vs_ji, plot_vice_bins
 
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drop_nan", action="store_true",
                    help="drop rows whose loss or JI is NaN (e.g. images without valid mask pixels), with a warning")
     p.add_argument("--VICE", type=float, default=None, help="ignored (the original printed a given value); recomputed")
+    add_debug_arg(p)
     return p.parse_args(argv)
 
 
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     columns = ("name_image", "loss", args.ji_column)
     df = read_per_sample_csv(args.dir_csv, columns, dropna=args.drop_nan)
+    provenance = read_csv_provenance(args.dir_csv)
     n_dropped = df.attrs["n_dropped"]
     loss, ji = df["loss"].to_numpy(), df[args.ji_column].to_numpy()
     res = vice(loss, ji, n_boot=args.bootstrap, seed=args.seed)
@@ -58,13 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     summary = res.summary()
     summary.update(ji_column=args.ji_column, ji_definition=_ji_definition(df, args.ji_column),
                    n_dropped=n_dropped, loss_bins=args.bins, csv=str(args.dir_csv),
-                   definition="Pearson correlation of (-loss, JI); CI: percentile bootstrap over images")
+                   definition="Pearson correlation of (-loss, JI); CI: percentile bootstrap over images",
+                   provenance=provenance)
     n_bins = min(args.bins, res.n)
     if n_bins >= 1:
         mean_loss, mean_ji, count = loss_bins(loss, ji, n_bins)
         summary.update(bin_mean_loss=mean_loss.tolist(), bin_mean_ji=mean_ji.tolist(), bin_count=count.tolist())
-        print(f"wrote {plot_vice_bins(mean_loss, mean_ji, bins_png, args.plot_title, res.vice)}")
-        print(f"wrote {plot_loss_vs_ji(loss, ji, scatter_png, args.plot_title, res.vice)}")
+        print(f"wrote {plot_vice_bins(mean_loss, mean_ji, bins_png, args.plot_title, res.vice, provenance)}")
+        print(f"wrote {plot_loss_vs_ji(loss, ji, scatter_png, args.plot_title, res.vice, provenance)}")
     print(f"wrote {write_json_atomic(json_path, summary)}")
     return 0
 

@@ -10,15 +10,18 @@ when the predictions are in work_dirs/S/test/cam_val_best, else <predict_dir>_ji
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from dywsss.cli import run_main
-from dywsss.data.voc import read_image_list
+from dywsss.config import add_debug_arg
+from dywsss.data.voc import mask_path, read_image_list
+from dywsss.errors import ConfigError
 from dywsss.io import write_json_atomic
+from dywsss.mapfile import maps_provenance
 from dywsss.metrics.segmentation import SEG_CLASS_NAMES, dataset_ji_curve
+from dywsss.provenance import file_record, sha256_files
 
 
 def str2bool(text: str) -> bool:
@@ -54,14 +57,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="read the original's pickled .npy maps (unpickling can run code: trusted files only)")
     p.add_argument("--json", type=Path, default=None, help="output JSON (default: see above)")
     p.add_argument("--logfile", type=Path, default=None, help="also append the result line to this text file")
+    add_debug_arg(p)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.type == "npy" and not args.allow_pickle:
-        sys.exit("error: --type npy reads pickled files, which can run code stored in them; "
-                 "pass --allow-pickle if you trust them (our own maps are --type npz)")
+        raise ConfigError("--type npy reads pickled files, which can run code stored in them; "
+                          "pass --allow-pickle if you trust them (our own maps are --type npz)")
     if args.curve:
         n = int(round((args.t_max - args.t_min) / args.t_step)) + 1
         # via decimal text, so the default grid is exactly i / 100 as in the original
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         thresholds = np.array([args.t])
     names = read_image_list(args.list)
+    maps = maps_provenance(args.predict_dir, names) if args.type == "npz" else {"dir": str(args.predict_dir)}
     curve = dataset_ji_curve(names, args.predict_dir, args.gt_dir, thresholds, args.type, args.allow_pickle)
     if curve.thresholds.size:
         for t, m in zip(curve.thresholds, curve.miou):
@@ -84,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     summary.update(type=args.type, comment=args.comment, n_images=len(names), list=str(args.list),
                    predict_dir=str(args.predict_dir), gt_dir=str(args.gt_dir),
                    mask_rule="argmax over [t, maps] in float32, class only when its score > t",
-                   miou_definition="mean over the 21 classes of TP/(T+P-TP) summed over images; empty union -> 0")
+                   miou_definition="mean over the 21 classes of TP/(T+P-TP) summed over images; empty union -> 0",
+                   provenance=dict(maps=maps, list=file_record(args.list),
+                                   masks_sha256=sha256_files(mask_path(args.gt_dir, n) for n in names)))
     out = write_json_atomic(args.json or default_json(Path(args.predict_dir)), summary)
     print(f"wrote {out}")
     if args.logfile:

@@ -10,17 +10,16 @@ from typing import Any, Iterable, Mapping
 
 from mmengine.config import Config, DictAction
 
+from .errors import ConfigError, MissingInputError
+
 # Dicts whose members are keyword arguments of a class chosen by ``type``: an
 # override may add a member (e.g. ``optimizer.betas`` for AdamW); the builder
 # then checks it against the class signature.
 OPEN_DICTS = ("optimizer", "lr_scheduler", "model_kwargs")
 
 
-class ConfigKeyError(KeyError):
+class ConfigKeyError(ConfigError, KeyError):
     """An override names a key that the config does not have."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
 
 
 def _dotted_keys(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -48,15 +47,26 @@ def check_override_keys(cfg: Config, options: Mapping[str, Any], source: str = "
         raise ConfigKeyError(f"--options {key}=...: no such key{where}.{hint}")
 
 
-def load_config(path: str | os.PathLike, options: Mapping[str, Any] | None = None) -> Config:
-    """Read a config file and apply ``options`` (from ``--options``) after checking them."""
+def load_config(path: str | os.PathLike, options: Mapping[str, Any] | None = None, validate: bool = True) -> Config:
+    """Read a config file and apply ``options`` (from ``--options``) after checking their keys.
+
+    With ``validate`` every key's type and range is checked (:mod:`dywsss.schema`):
+    all bad keys are reported at once in one :class:`ConfigError`.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: config file not found")
-    cfg = Config.fromfile(str(path))
+        raise MissingInputError(f"{path}: config file not found")
+    try:
+        cfg = Config.fromfile(str(path))
+    except Exception as exc:  # mmengine raises SyntaxError, KeyError, ImportError, ...
+        raise ConfigError(f"{path}: unreadable config ({type(exc).__name__}: {exc})") from exc
     if options:
         check_override_keys(cfg, options, source=str(path))
         cfg.merge_from_dict(dict(options))
+    if validate:
+        from .schema import validate_config
+
+        validate_config(cfg)
     return cfg
 
 
@@ -66,17 +76,21 @@ def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--options", "--cfg-options", nargs="+", action=DictAction, default=None,
         help="override config keys: key=value a.b=value (keys must exist)",
     )
+    add_debug_arg(parser)
+    return parser
+
+
+def add_debug_arg(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of a user error too (also: DYWSSS_DEBUG=1)")
     return parser
 
 
 def config_from_argv(description: str, argv: Iterable[str] | None = None) -> Config:
+    """Parse ``CONFIG [--options k=v ...]`` and load the config; a bad key or value raises :class:`ConfigError`."""
     parser = add_config_args(argparse.ArgumentParser(description=description))
     args = parser.parse_args(None if argv is None else list(argv))
-    try:
-        return load_config(args.config, args.options)
-    except ConfigKeyError as exc:
-        parser.error(str(exc))
-        raise  # unreachable
+    return load_config(args.config, args.options)
 
 
 def data_path(cfg: Config, value: str) -> Path:
@@ -127,11 +141,5 @@ class SessionPaths:
 def session_paths(cfg: Config) -> SessionPaths:
     name = cfg.get("session_name") or ""
     if not name:
-        raise ValueError("session_name is empty: pass --options session_name=NAME")
+        raise ConfigError("session_name is empty: pass --options session_name=NAME")
     return SessionPaths(Path(cfg.get("work_dir_root", "work_dirs")) / name)
-
-
-def save_merged_config(cfg: Config, paths: SessionPaths) -> Path:
-    from .io import write_text_atomic
-
-    return write_text_atomic(paths.config_file, cfg.pretty_text)

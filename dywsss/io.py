@@ -10,6 +10,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .errors import InputError, SessionError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -19,8 +21,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name keeps the suffix so libraries that dispatch on it work.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except PermissionError as exc:
+        raise SessionError(f"{path.parent}: cannot write there ({exc.strerror}); choose a writable folder "
+                           "(e.g. --options work_dir_root=DIR) or fix its permissions") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -63,7 +69,7 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise
     except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError, OSError...
-        raise ValueError(f"{path}: unreadable or truncated .npz file ({exc})") from exc
+        raise InputError(f"{path}: unreadable or truncated .npz file ({exc})") from exc
 
 
 def read_json_object(path: Path, what: str = "valid JSON", shape: str = "") -> dict:
@@ -71,9 +77,9 @@ def read_json_object(path: Path, what: str = "valid JSON", shape: str = "") -> d
     try:
         data = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not {what} ({exc})") from exc
+        raise InputError(f"{path}: not {what} ({exc})") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object{shape}, got {type(data).__name__}")
+        raise InputError(f"{path}: expected a JSON object{shape}, got {type(data).__name__}")
     return data
 
 
@@ -85,3 +91,12 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and make sure files can be written in it (before any long work)."""
+    folder = Path(folder)
+    with atomic_path(folder / ".write_check") as tmp:
+        tmp.write_text("")
+    (folder / ".write_check").unlink(missing_ok=True)
+    return folder

@@ -1,39 +1,40 @@
 """The original's pipeline switches: one config, stages chosen by boolean keys."""
 from __future__ import annotations
 
-import os
 from typing import Iterable
 
 from mmengine.config import Config
 
-from .config import config_from_argv, save_merged_config, session_paths
+from .cli import run_main
+from .config import config_from_argv, session_paths
+from .errors import ConfigError
+from .schema import raise_problems
 
 
 def run_pipeline(cfg: Config) -> None:
-    """Run the stages switched on in ``cfg`` (``train_multi_scale``, ``gen_mask_for_multi_crop``)."""
-    paths = session_paths(cfg)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    ran = False
-    if cfg.get("train_multi_scale"):
-        from .engine.train import train
+    """Run the stages switched on in ``cfg`` (``train_multi_scale``, ``gen_mask_for_multi_crop``).
 
-        if int(os.environ.get("RANK", "0")) == 0:
-            save_merged_config(cfg, paths)
-        best = train(cfg)
-        print(f"[train] checkpoints in {paths.model_dir} (best: {best})")
-        ran = True
-    if cfg.get("gen_mask_for_multi_crop"):
-        from .engine.maps import generate_maps
-
-        out = generate_maps(cfg)
-        print(f"[maps] map files in {out}")
-        ran = True
-    if not ran:
-        raise SystemExit(
+    Every switched-on stage's config checks run first, so a bad map setting is
+    reported before training starts.
+    """
+    train_on, maps_on = bool(cfg.get("train_multi_scale")), bool(cfg.get("gen_mask_for_multi_crop"))
+    if not (train_on or maps_on):
+        raise ConfigError(
             "nothing to do: pass --options train_multi_scale=True (train) "
             "and/or gen_mask_for_multi_crop=True (maps)"
         )
+    from .engine.maps import generate_maps, map_stage_problems
+    from .engine.train import train, train_problems
+
+    raise_problems((train_problems(cfg) if train_on else []) + (map_stage_problems(cfg) if maps_on else []))
+    paths = session_paths(cfg)
+    if train_on:
+        best = train(cfg)
+        print(f"[train] checkpoints in {paths.model_dir} (best: {best})")
+    if maps_on:
+        out = generate_maps(cfg)
+        print(f"[maps] map files in {out}")
 
 
 def main(description: str, argv: Iterable[str] | None = None) -> None:
-    run_pipeline(config_from_argv(description, argv))
+    run_main(lambda: run_pipeline(config_from_argv(description, argv)))

@@ -4,7 +4,13 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Generic, TypeVar
 
+from .errors import ConfigError
+
 T = TypeVar("T")
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A config key names a method, metric or head that is not registered."""
 
 
 class Registry(Generic[T]):
@@ -27,7 +33,7 @@ class Registry(Generic[T]):
         if name not in self._items:
             close = difflib.get_close_matches(name, self._items, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise KeyError(
+            raise UnknownNameError(
                 f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._items))})"
             )
         return self._items[name]

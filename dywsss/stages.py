@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from .errors import ConfigError
 from .io import write_json_atomic
 
 PathLike = str | os.PathLike
@@ -30,7 +31,11 @@ TRANSFORMER_MARKERS = ("vit", "deit", "beit", "swin", "eva", "cait", "xcit")
 
 
 class StageError(RuntimeError):
-    """A stage's command failed or did not write its outputs."""
+    """A stage's command failed (``returncode``: its exit status) or did not write its outputs."""
+
+    def __init__(self, message: str, returncode: int = 1) -> None:
+        super().__init__(message)
+        self.returncode = returncode
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ def run_stages(
     forced = set(names) if force is True else set(force or ())
     unknown = forced - set(names)
     if unknown:
-        raise ValueError(f"--force: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
+        raise ConfigError(f"--force: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
     stamp_file = Path(stamp_file)
     ran: list[str] = []
     for stage in stages:
@@ -138,7 +143,7 @@ def run_stages(
         t0 = time.perf_counter()
         rc = subprocess.run(cmd, cwd=cwd).returncode
         if rc != 0:
-            raise StageError(f"stage {stage.name} failed (exit status {rc}): {shlex.join(cmd)}")
+            raise StageError(f"stage {stage.name} failed (exit status {rc}): {shlex.join(cmd)}", rc)
         missing = [p for p in stage.output_paths() if not p.exists()]
         if missing:
             raise StageError(f"stage {stage.name} finished but did not write {missing[0]} "
@@ -162,7 +167,7 @@ def config_files(path: PathLike) -> list[Path]:
     try:
         tree = ast.parse(path.read_text(), filename=str(path))
     except (OSError, SyntaxError) as exc:
-        raise ValueError(f"{path}: unreadable config ({exc})") from exc
+        raise ConfigError(f"{path}: unreadable config ({exc})") from exc
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_base_" for t in node.targets):
             bases = ast.literal_eval(node.value)
@@ -267,7 +272,7 @@ def study_stages(
               inputs=cfg_inputs + data_inputs,
               outputs=[paths.model_dir / "best.pth", paths.model_dir / "last.pth"],
               check=_checkpoint_check(paths.model_dir / "last.pth", int(cfg.max_epoches)),
-              resume_args=("resume=True",)),
+              resume_args=("resume=True",), fresh_args=("overwrite=True",)),
         Stage("maps", (python, driver, str(config), "--options", "gen_mask_for_multi_crop=True", *opts,
                        f"weights={wts}", f"infer_list={lst_value}"),
               inputs=[wfile, lst], outputs=cams, fresh_args=("overwrite=True",)),

@@ -12,9 +12,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dywsss.cli import run_main  # noqa: E402
 from dywsss.config import config_from_argv  # noqa: E402
 from dywsss.engine.maps import generate_blob_maps  # noqa: E402
 
-if __name__ == "__main__":
+
+def main() -> None:
     out = generate_blob_maps(config_from_argv(__doc__.splitlines()[0]))
     print(f"[blob] baseline maps in {out}")
+
+
+if __name__ == "__main__":
+    run_main(main)

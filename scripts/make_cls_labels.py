@@ -8,6 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dywsss.cli import run_main  # noqa: E402
 from dywsss.data.labels import build_cls_labels, class_counts, write_cls_labels  # noqa: E402
 from dywsss.data.voc import CLASS_NAMES, read_image_list  # noqa: E402
 
@@ -29,11 +30,14 @@ def main(argv: list[str] | None = None) -> None:
     labels = build_cls_labels(voc_root, names, prefer=args.prefer)
     write_cls_labels(out, labels)
     counts = class_counts(labels)
-    empty = sum(1 for ids in labels.values() if not ids)
-    print(f"{len(labels)} images labelled ({empty} with no class)")
+    empty = [n for n, ids in labels.items() if not ids]
+    print(f"{len(labels) - len(empty)} images labelled")
+    if empty:
+        print(f"warning: {len(empty)} image(s) with no class left out of {out}, e.g. {', '.join(empty[:5])}",
+              file=sys.stderr)
     print("images per class: " + ", ".join(f"{n} {c}" for n, c in zip(CLASS_NAMES, counts)))
     print(out)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dywsss.cli import run_main  # noqa: E402
 from dywsss.data.demo import make_demo_voc  # noqa: E402
 from dywsss.data.labels import class_counts  # noqa: E402
 from dywsss.data.voc import CLASS_NAMES, load_cls_labels  # noqa: E402
@@ -34,4 +35,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dywsss.report.html import write_report  # noqa: E402
-from dywsss.report.summary import RunNotFinished  # noqa: E402
+from dywsss.cli import run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,15 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-gallery", action="store_true", help="leave out the galleries (no images or maps read)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
-    try:
-        out = write_report(args.run_dir, args.list, args.weights, args.out, k=args.gallery_size,
-                           galleries=not args.no_gallery)
-    except (RunNotFinished, FileNotFoundError, ValueError) as exc:
-        print(f"make_report: {exc}", file=sys.stderr)
-        return 1
+    out = write_report(args.run_dir, args.list, args.weights, args.out, k=args.gallery_size,
+                       galleries=not args.no_gallery)
     print(f"[report] {out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dywsss.cli import run_main  # noqa: E402
+from dywsss.errors import MissingInputError  # noqa: E402
 from dywsss.io import write_text_atomic  # noqa: E402
 from dywsss.report.table import FORMATS, collect_rows, format_table  # noqa: E402
 
@@ -24,16 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-params", action="store_true", help="do not read checkpoints to count parameters")
     p.add_argument("--out", default=None, help="write the table here instead of stdout")
     args = p.parse_args(argv)
-    try:
-        rows, notes = collect_rows(args.run_dirs, args.list, args.weights, with_params=not args.no_params)
-    except ValueError as exc:
-        print(f"make_table: {exc}", file=sys.stderr)
-        return 1
+    rows, notes = collect_rows(args.run_dirs, args.list, args.weights, with_params=not args.no_params)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if not rows:
-        print("make_table: no finished runs among the given directories", file=sys.stderr)
-        return 1
+        raise MissingInputError("no finished, up-to-date runs among the given directories (see the notes above)")
     text = format_table(rows, args.format)
     if args.out:
         print(f"[table] {write_text_atomic(args.out, text)} ({len(rows)} runs)")
@@ -43,4 +40,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dywsss.cli import run_main
 from dywsss.mapfile import load_maps, save_legacy_npy
 
 
@@ -37,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

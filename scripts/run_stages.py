@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dywsss.config import ConfigKeyError  # noqa: E402
+from dywsss.cli import run_main  # noqa: E402
+from dywsss.errors import ConfigError  # noqa: E402
 from dywsss.stages import StageError, run_stages, study_stages  # noqa: E402
 
 
@@ -38,16 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     bad = [o for o in args.options if "=" not in o]
     if bad:
-        p.error(f"--options takes key=value pairs, got {bad[0]!r}")
+        raise ConfigError(f"--options takes key=value pairs, got {bad[0]!r}")
+    plan = study_stages(args.config, args.session, args.options, args.list, args.weights,
+                        None if args.demo_data is None else shlex.split(args.demo_data))
+    force = True if args.force == [] else (args.force or ())
+    t0 = time.perf_counter()
     try:
-        plan = study_stages(args.config, args.session, args.options, args.list, args.weights,
-                            None if args.demo_data is None else shlex.split(args.demo_data))
-        force = True if args.force == [] else (args.force or ())
-        t0 = time.perf_counter()
         ran = run_stages(plan.stages, plan.stamp_file, force=force, dry_run=args.dry_run)
-    except (StageError, ConfigKeyError, FileNotFoundError, ValueError) as exc:
+    except StageError as exc:  # the stage printed its own error above
         print(f"run_stages: {exc}", file=sys.stderr)
-        return 1
+        return exc.returncode
     if args.dry_run:
         return 0
     print(f"[done] {len(ran)} stage(s) ran in {time.perf_counter() - t0:.0f} s: {', '.join(ran) or 'none'}")
@@ -57,4 +58,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

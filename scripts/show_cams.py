@@ -16,6 +16,7 @@ from typing import Sequence
 import matplotlib
 import numpy as np
 
+from dywsss.cli import run_main
 from dywsss.config import add_config_args, data_path, load_config, session_paths
 from dywsss.data.voc import CLASS_NAMES, image_path, load_image, load_mask, palette_rgb, read_image_list
 from dywsss.mapfile import load_maps
@@ -83,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

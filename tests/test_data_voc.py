@@ -11,14 +11,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from dywsss.data import transforms as tf
+from dywsss.data.datasets import VOCClassification, VOCImages, collate_images
+from dywsss.errors import InputError
 from dywsss.data.voc import (
     CLASS_NAMES,
     NUM_CLASSES,
     VOC_PALETTE,
-    VOCClassification,
-    VOCImages,
     check_data,
-    collate_images,
     image_path,
     label_matrix,
     load_cls_labels,
@@ -71,19 +70,22 @@ def test_read_image_list_errors(tmp_path):
 # --------------------------------------------------------------------- labels
 def test_load_cls_labels_json_multi_hot(tmp_path):
     path = tmp_path / "cls_labels.json"
-    path.write_text(json.dumps({"a": [0, 14], "b": [19], "c": []}))
+    path.write_text(json.dumps({"a": [0, 14], "b": [19]}))
     labels = load_cls_labels(path)
     expected_a = np.zeros(20, np.float32)
     expected_a[[0, 14]] = 1
     np.testing.assert_array_equal(labels["a"], expected_a)
     assert labels["b"].dtype == np.float32 and labels["b"].sum() == 1 and labels["b"][19] == 1
-    assert labels["c"].sum() == 0
+    # an image without a class would silently become an all-background image: refused, naming it
+    path.write_text(json.dumps({"a": [0, 14], "c": []}))
+    with pytest.raises(InputError, match=r"cls_labels\.json: image 'c' has no class \(empty list\)"):
+        load_cls_labels(path)
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"a": [0, 20]}, r"bad\.json: image 'a' has class id 20 outside 0\.\.19"),
-    ({"a": [-1]}, r"bad\.json: image 'a' has class id -1 outside"),
-    ({"a": ["cat"]}, r"bad\.json: image 'a' has class id 'cat' outside"),
+    ({"a": [0, 20]}, r"bad\.json: image 'a' has class id 20; expected integers in 0\.\.19"),
+    ({"a": [-1]}, r"bad\.json: image 'a' has class id -1; expected integers"),
+    ({"a": ["cat"]}, r"bad\.json: image 'a' has class id 'cat'; expected integers"),
     ({"a": 3}, r"bad\.json: image 'a': expected a list of class ids"),
     ([1, 2], r"bad\.json: expected a JSON object"),
 ])
@@ -202,7 +204,7 @@ def test_check_data_ok_and_errors(tmp_path):
         check_data(voc, unl, lab)
     noimg = tmp_path / "noimg.txt"
     noimg.write_text("a\nc\n")
-    with pytest.raises(FileNotFoundError, match=r"noimg\.txt: 1 of 2 listed images are missing, e.g. .*JPEGImages/c\.jpg"):
+    with pytest.raises(InputError, match=r"noimg\.txt: 1 bad file\(s\): .*JPEGImages/c\.jpg: image not found"):
         check_data(voc, noimg, lab)
 
 

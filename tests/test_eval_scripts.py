@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dywsss.errors import ConfigError, MissingInputError
 from dywsss.data.voc import VOC_PALETTE
 from dywsss.mapfile import save_maps
 from dywsss.metrics.per_sample import per_sample_table, write_per_sample_csv
@@ -95,7 +96,7 @@ def test_evaluation_single_threshold_and_npy_refusal(tiny_set, tmp_path):
              str(tiny_set["gt"]), "--curve", "False", "--t", "0.25", "--json", str(out)])
     s = json.loads(out.read_text())
     assert s["thresholds"] == [0.25] and s["best_miou"] == pytest.approx(plain_miou(tiny_set["truth"], 0.25))
-    with pytest.raises(SystemExit, match="allow-pickle"):
+    with pytest.raises(ConfigError, match="allow-pickle"):
         ev.main(["--list", str(tiny_set["list"]), "--predict_dir", str(tiny_set["maps"]), "--type", "npy"])
 
 
@@ -211,7 +212,7 @@ def test_compute_ece_csv_and_config_forms(tiny_set, capsys):
 
 def test_compute_ece_errors(tiny_set, tmp_path):
     ece = load_script("compute_ECE.py")
-    with pytest.raises(SystemExit):
+    with pytest.raises(MissingInputError, match=r"none/eval/val_best/per_sample\.csv: per-sample CSV not found"):
         ece.main([str(ROOT / "config" / "resnet50.py"), "--options", f"work_dir_root={tmp_path}",
                   "session_name=none"])
     bad = tmp_path / "bad.csv"

@@ -16,6 +16,7 @@ import dywsss.engine.maps as maps_mod
 from dywsss.config import load_config, session_paths
 from dywsss.data.demo import render_image, save_palette_png
 from dywsss.data.transforms import val_transform
+from dywsss.errors import StaleError
 from dywsss.engine.maps import centred_blob_maps, explain_batch, generate_blob_maps, generate_maps, to_device_batch
 from dywsss.explain.cam import CAM
 from dywsss.mapfile import load_maps
@@ -171,7 +172,7 @@ def test_resume_keeps_finished_files_and_redoes_broken_ones(data, model, monkeyp
 def test_other_settings_are_refused_without_overwrite(data, model):
     root, _ = data
     generate_maps(tiny_cfg(root, session_name="meta"), model=model)
-    with pytest.raises(ValueError, match="other settings.*flip: True there, False now"):
+    with pytest.raises(StaleError, match="other settings or weights.*flip: True there, False now"):
         generate_maps(tiny_cfg(root, session_name="meta", cam_flip=False), model=model)
 
 

@@ -9,6 +9,7 @@ import timm
 import torch
 from torch import nn
 
+from dywsss.errors import ConfigError, InputError
 from dywsss.engine.train import multilabel_loss
 from dywsss.models import (
     CheckpointMismatchError,
@@ -20,7 +21,7 @@ from dywsss.models import (
     load_weights,
     save_checkpoint,
 )
-from dywsss.models.lite0 import LITE0_BN_EPS, lite0_package_path, map_lite0_state_dict
+from dywsss.models.lite import LITE0_BN_EPS, lite0_package_path, map_lite0_state_dict
 
 PAPER_MODELS = [
     "resnet18", "resnet34", "resnet50", "res2net50_26w_4s", "resnest14d", "resnest26d", "resnest50d",
@@ -272,9 +273,9 @@ def test_load_weights_accepts_training_checkpoints_and_plain_dicts(tmp_path: Pat
     for name in ("ckpt.pth", "ddp.pth"):
         model = load_weights(timm.create_model("resnet18", num_classes=20), tmp_path / name)
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values()))
-    with pytest.raises(RuntimeError, match=r"ckpt\.pth: weights do not fit ResNet \(shape mismatch: fc\.weight \(20, 512\) vs \(10, 512\)"):
+    with pytest.raises(InputError, match=r"ckpt\.pth: weights do not fit ResNet \(shape mismatch: fc\.weight \(20, 512\) vs \(10, 512\)"):
         load_weights(timm.create_model("resnet18", num_classes=10), tmp_path / "ckpt.pth")
-    with pytest.raises(RuntimeError, match=r"missing: fc\.weight, fc\.bias"):
+    with pytest.raises(InputError, match=r"missing: fc\.weight, fc\.bias"):
         torch.save({k: v for k, v in src.state_dict().items() if not k.startswith("fc.")}, tmp_path / "nofc.pth")
         load_weights(timm.create_model("resnet18", num_classes=20), tmp_path / "nofc.pth")
 
@@ -290,5 +291,5 @@ def test_pretrained_true_without_the_hub_explains_the_offline_options(monkeypatc
         return real(name, pretrained=False, **kw)
 
     monkeypatch.setattr(timm, "create_model", offline)
-    with pytest.raises(RuntimeError, match=r"resnet18.*pretrained=True.*couldn't connect.*pretrained=/path/to/checkpoint"):
+    with pytest.raises(ConfigError, match=r"resnet18.*pretrained=True.*couldn't connect.*pretrained=/path/to/checkpoint"):
         build_model("resnet18", pretrained=True)

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..errors import ConfigError
 from ..io import atomic_path, write_text_atomic
 from .labels import write_cls_labels
 from .voc import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, VOC_PALETTE
@@ -335,9 +336,9 @@ def make_demo_voc(
     Image sides are uniform integers in [min_side, max_side].
     """
     if n_train < 1 or n_val < 1:
-        raise ValueError(f"need at least one train and one val image, got --train {n_train} --val {n_val}")
+        raise ConfigError(f"need at least one train and one val image, got --train {n_train} --val {n_val}")
     if not 16 <= min_side <= max_side:
-        raise ValueError(f"need 16 <= min_side <= max_side, got {min_side}, {max_side}")
+        raise ConfigError(f"need 16 <= min_side <= max_side, got {min_side}, {max_side}")
     root = Path(out)
     voc = root / "VOC2012"
     splits = {"train": [f"train_{i:06d}" for i in range(n_train)], "val": [f"val_{i:06d}" for i in range(n_val)]}

@@ -15,6 +15,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import ConfigError, InputError, MissingInputError
 from ..io import write_text_atomic
 from .voc import CLASS_NAMES, NUM_CLASSES, load_mask
 
@@ -30,16 +31,16 @@ def labels_from_xml(xml_path: PathLike) -> list[int]:
     """
     xml_path = Path(xml_path)
     if not xml_path.is_file():
-        raise FileNotFoundError(f"{xml_path}: annotation not found")
+        raise MissingInputError(f"{xml_path}: annotation not found")
     try:
         root = ET.parse(xml_path).getroot()
     except ET.ParseError as exc:
-        raise ValueError(f"{xml_path}: unreadable XML annotation ({exc})") from exc
+        raise InputError(f"{xml_path}: unreadable XML annotation ({exc})") from exc
     ids = set()
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
         if name not in _CLASS_INDEX:
-            raise ValueError(f"{xml_path}: unknown object class {name!r} (expected one of the 20 VOC names)")
+            raise InputError(f"{xml_path}: unknown object class {name!r} (expected one of the 20 VOC names)")
         ids.add(_CLASS_INDEX[name])
     return sorted(ids)
 
@@ -74,10 +75,10 @@ def build_cls_labels(
     ``prefer="mask"`` always reads the masks.
     """
     if prefer not in ("xml", "mask"):
-        raise ValueError(f"prefer must be 'xml' or 'mask', got {prefer!r}")
+        raise ConfigError(f"prefer must be 'xml' or 'mask', got {prefer!r}")
     root = Path(voc12_root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: VOC2012 folder not found")
+        raise MissingInputError(f"{root}: VOC2012 folder not found")
     use_xml = prefer == "xml" and (root / "Annotations").is_dir()
     if names is None:
         if use_xml:
@@ -89,7 +90,7 @@ def build_cls_labels(
             names = sorted(found)
     names = list(names)
     if not names:
-        raise ValueError(f"{root}: no images to label (no Annotations/*.xml and no masks in {', '.join(MASK_DIRS)})")
+        raise InputError(f"{root}: no images to label (no Annotations/*.xml and no masks in {', '.join(MASK_DIRS)})")
     labels: dict[str, list[int]] = {}
     for name in tqdm(names, desc="labels", disable=not progress, leave=False):
         if use_xml:
@@ -97,17 +98,18 @@ def build_cls_labels(
             continue
         gt_dir = _mask_dir(root, name)
         if gt_dir is None:
-            raise FileNotFoundError(f"{root}: no mask for {name!r} in {' or '.join(MASK_DIRS)}")
+            raise MissingInputError(f"{root}: no mask for {name!r} in {' or '.join(MASK_DIRS)}")
         labels[name] = labels_from_mask(load_mask(gt_dir, name))
     return labels
 
 
 def write_cls_labels(path: PathLike, labels: Mapping[str, Sequence[int]]) -> Path:
-    """Write ``{id: [class ids]}`` as compact JSON (atomically)."""
-    clean = {str(k): [int(c) for c in v] for k, v in labels.items()}
+    """Write ``{id: [class ids]}`` as compact JSON (atomically); images without any class are left out
+    (every VOC image holds an object; the label reader refuses empty entries)."""
+    clean = {str(k): [int(c) for c in v] for k, v in labels.items() if len(v)}
     for name, ids in clean.items():
         if any(not 0 <= c < NUM_CLASSES for c in ids):
-            raise ValueError(f"{path}: image {name!r} has class ids {ids} outside 0..{NUM_CLASSES - 1}")
+            raise InputError(f"{path}: image {name!r} has class ids {ids} outside 0..{NUM_CLASSES - 1}")
     return write_text_atomic(path, json.dumps(clean, separators=(",", ":")) + "\n")
 
 

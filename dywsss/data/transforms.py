@@ -13,6 +13,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from ..errors import ConfigError
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 DEFAULT_JITTER: dict[str, float] = dict(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.1)
@@ -119,14 +121,14 @@ class TrainTransform:
         if resize_long is not None:
             lo, hi = (int(v) for v in resize_long)
             if not 0 < lo <= hi:
-                raise ValueError(f"resize_long must be (lo, hi) with 0 < lo <= hi, got {resize_long}")
+                raise ConfigError(f"resize_long must be (lo, hi) with 0 < lo <= hi, got {resize_long}")
             self.resize_long = (lo, hi)
         else:
             self.resize_long = None
         jitter = DEFAULT_JITTER if color_jitter is None else dict(color_jitter)
         self.jitter = T.ColorJitter(**jitter) if any(jitter.values()) else None
         if cut_p > 0 and not 0.02 < cut_s <= 1:
-            raise ValueError(f"cut_s (largest erased fraction) must be in (0.02, 1], got {cut_s}")
+            raise ConfigError(f"cut_s (largest erased fraction) must be in (0.02, 1], got {cut_s}")
         self.erase = T.RandomErasing(p=cut_p, scale=(0.02, cut_s), value=0) if cut_p > 0 else None
         self.mean, self.std = tuple(mean), tuple(std)
 
@@ -185,3 +187,19 @@ def full_image_transform(size: int = 224, mean: Sequence[float] = IMAGENET_MEAN,
                          std: Sequence[float] = IMAGENET_STD) -> Callable[[ImageLike], torch.Tensor]:
     """Resize the whole image to ``size`` x ``size`` and normalise."""
     return FullImageTransform(size, mean, std)
+
+
+LOSS_INPUTS = ("center_crop", "full_image")
+
+
+def prediction_transform(loss_input: str, size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                         std: Sequence[float] = IMAGENET_STD) -> Callable[[ImageLike], torch.Tensor]:
+    """The classifier's input for the per-sample loss and predictions (``loss_input`` at ``size``).
+
+    ``center_crop`` is the original's (the validation transform); ``full_image`` resizes the whole image.
+    """
+    if loss_input == "center_crop":
+        return val_transform(size, mean, std)
+    if loss_input == "full_image":
+        return full_image_transform(size, mean, std)
+    raise ConfigError(f"loss_input={loss_input!r}: expected one of {', '.join(LOSS_INPUTS)}")

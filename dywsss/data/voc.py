@@ -1,7 +1,11 @@
-"""PASCAL VOC 2012 (+SBD) data layer: class names, lists, labels, images, masks, datasets.
+"""PASCAL VOC 2012 (+SBD) data layer: class names, lists, labels, images, masks, input checks.
 
-Every loader fails with a message that names the offending file, so that a
-broken dataset is reported before training starts rather than mid-epoch.
+Every loader fails with a message that names the offending file (and row or
+image id), so that a broken dataset is reported before any stage starts its
+work rather than mid-epoch. :func:`check_inputs` scans a whole list (image
+headers, labels, masks) and reports every bad entry in one message. This
+module does not import torch (the CSV and JSON tools stay light); the torch
+datasets are in :mod:`dywsss.data.datasets`.
 """
 from __future__ import annotations
 
@@ -11,10 +15,9 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
 
+from ..errors import InputError, MissingInputError
 from ..io import read_json_object
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -59,14 +62,25 @@ def read_image_list(path: PathLike) -> list[str]:
     """Image ids of a list file, one per line.
 
     Also accepts the original's lines ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png``
-    (the id is the stem of the first token). Blank lines are skipped.
+    (the id is the stem of the first token). Blank lines are skipped. A repeated id
+    is an error naming both rows: it would count the image twice in every metric.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: image list not found")
-    names = [_list_entry_id(line) for line in path.read_text().splitlines() if line.strip()]
+        raise MissingInputError(f"{path}: image list not found")
+    names: list[str] = []
+    first_row: dict[str, int] = {}
+    for row, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        name = _list_entry_id(line)
+        if name in first_row:
+            raise InputError(f"{path}: row {row}: image {name!r} is listed twice (first at row {first_row[name]}); "
+                             "remove the repeated line")
+        first_row[name] = row
+        names.append(name)
     if not names:
-        raise ValueError(f"{path}: image list is empty")
+        raise InputError(f"{path}: image list is empty")
     return names
 
 
@@ -75,7 +89,7 @@ def _check_class_ids(ids: Sequence[int], name: str, path: Path) -> list[int]:
     out = []
     for c in ids:
         if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or not 0 <= int(c) < NUM_CLASSES:
-            raise ValueError(f"{path}: image {name!r} has class id {c!r} outside 0..{NUM_CLASSES - 1}")
+            raise InputError(f"{path}: image {name!r} has class id {c!r}; expected integers in 0..{NUM_CLASSES - 1}")
         out.append(int(c))
     return out
 
@@ -95,21 +109,24 @@ def load_cls_labels(path: PathLike, allow_pickle: bool = False) -> dict[str, np.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: label file not found")
+        raise MissingInputError(f"{path}: label file not found")
     if path.suffix == ".npy":
         return _load_pickled_labels(path, allow_pickle)
     raw = read_json_object(path, "a valid JSON label file", " {image id: [class ids]}")
     labels = {}
     for name, ids in raw.items():
         if not isinstance(ids, list):
-            raise ValueError(f"{path}: image {name!r}: expected a list of class ids, got {ids!r}")
+            raise InputError(f"{path}: image {name!r}: expected a list of class ids, got {ids!r}")
+        if not ids:
+            raise InputError(f"{path}: image {name!r} has no class (empty list); every VOC image holds at least "
+                             "one object class: fix the entry or drop the image from the lists")
         labels[name] = _multi_hot(_check_class_ids(ids, name, path))
     return labels
 
 
 def _load_pickled_labels(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
     if not allow_pickle:
-        raise ValueError(
+        raise InputError(
             f"{path}: a .npy label file is a pickled dict and loading pickle can run arbitrary code; "
             "convert it to cls_labels.json (scripts/make_cls_labels.py) or pass allow_pickle=True "
             "(--options allow_pickle=True) if you trust the file"
@@ -120,21 +137,20 @@ def _load_pickled_labels(path: Path, allow_pickle: bool) -> dict[str, np.ndarray
     if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
         obj = obj.item()
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a pickled dict id -> float32[20], got {type(obj).__name__}")
+        raise InputError(f"{path}: expected a pickled dict id -> float32[20], got {type(obj).__name__}")
     labels = {}
     for name, vec in obj.items():
         vec = np.asarray(vec, dtype=np.float32).reshape(-1)
         if vec.shape != (NUM_CLASSES,) or not np.isin(vec, (0.0, 1.0)).all():
-            raise ValueError(f"{path}: image {name!r}: expected a 0/1 vector of length {NUM_CLASSES}")
+            raise InputError(f"{path}: image {name!r}: expected a 0/1 vector of length {NUM_CLASSES}")
+        if not vec.any():
+            raise InputError(f"{path}: image {name!r} has no class (all-zero label vector)")
         labels[str(name)] = vec
     return labels
 
 
-class MissingLabelsError(KeyError):
+class MissingLabelsError(InputError, KeyError):
     """Listed images without an entry in the label file."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
 
 
 def label_matrix(names: Sequence[str], labels: Mapping[str, np.ndarray], source: PathLike = "") -> np.ndarray:
@@ -159,12 +175,24 @@ def load_image(path: PathLike) -> np.ndarray:
     """An image file as uint8 [H, W, 3] RGB."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: image not found")
+        raise MissingInputError(f"{path}: image not found")
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{path}: unreadable image ({exc})") from exc
+        raise InputError(f"{path}: unreadable image ({exc})") from exc
+
+
+def image_size(path: PathLike) -> tuple[int, int]:
+    """(H, W) of an image file, from its header (the pixels are not decoded)."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise MissingInputError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(f"{path}: unreadable image ({exc})") from exc
+    return h, w
 
 
 def mask_path(gt_dir: PathLike, name: str) -> Path:
@@ -179,26 +207,105 @@ def load_mask(gt_dir: PathLike, name: str, expect_shape: Sequence[int] | None = 
     """
     path = mask_path(gt_dir, name)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: mask not found")
+        raise MissingInputError(f"{path}: mask not found")
     try:
         with Image.open(path) as im:
             if im.mode not in ("P", "L"):
-                raise ValueError(f"{path}: mask must be a palette or grayscale PNG, got mode {im.mode}")
+                raise InputError(f"{path}: mask must be a palette or grayscale PNG, got mode {im.mode}")
             mask = np.asarray(im, dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"{path}: unreadable mask ({exc})") from exc
+        raise InputError(f"{path}: unreadable mask ({exc})") from exc
     if expect_shape is not None and tuple(mask.shape) != tuple(expect_shape[:2]):
-        raise ValueError(
+        raise InputError(
             f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image "
             f"{expect_shape[1]}x{expect_shape[0]} (width x height)"
         )
     bad = np.setdiff1d(np.unique(mask), np.fromiter(VALID_MASK_VALUES, dtype=np.int64))
     if bad.size:
-        raise ValueError(f"{path}: mask values {bad.tolist()[:10]} outside {{0..20, 255}}")
+        raise InputError(f"{path}: mask values {bad.tolist()[:10]} outside {{0..20, 255}}")
     return mask
 
 
 # ------------------------------------------------------------------ checking
+def check_dataset_root(voc12_root: PathLike, img_dir: str = "JPEGImages") -> Path:
+    root = Path(voc12_root)
+    if not root.is_dir():
+        raise MissingInputError(
+            f"{root}: dataset root not found. Put PASCAL VOC 2012 there (the VOC2012/ folder with "
+            "JPEGImages/ and SegmentationClassAug/, see voc12/README.md), or set --options voc12_root=DIR; "
+            "for the synthetic demo run scripts/make_demo_voc.py"
+        )
+    if not (root / img_dir).is_dir():
+        raise MissingInputError(f"{root / img_dir}: image folder not found in the dataset root")
+    return root
+
+
+def _mask_header(path: Path) -> tuple[str, tuple[int, int]]:
+    with Image.open(path) as im:
+        w, h = im.size
+        return im.mode, (h, w)
+
+
+def _scan_one(root: Path, img_dir: str, gt_dir: PathLike | None, name: str) -> tuple[tuple[int, int] | None, str | None]:
+    """(H, W) of one listed image and, when something is wrong, the problem in words."""
+    try:
+        size = image_size(image_path(root, name, img_dir))
+    except (InputError, MissingInputError) as exc:
+        return None, str(exc)
+    if gt_dir is None:
+        return size, None
+    path = mask_path(gt_dir, name)
+    try:
+        mode, msize = _mask_header(path)
+    except FileNotFoundError:
+        return size, f"{path}: mask not found"
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        return size, f"{path}: unreadable mask ({exc})"
+    if mode not in ("P", "L"):
+        return size, f"{path}: mask must be a palette or grayscale PNG, got mode {mode}"
+    if msize != size:
+        return size, f"{path}: mask size {msize[1]}x{msize[0]} differs from its image {size[1]}x{size[0]}"
+    return size, None
+
+
+def _one_message(what: str, problems: Sequence[str], shown: int = 5) -> str:
+    more = f" (+{len(problems) - shown} more)" if len(problems) > shown else ""
+    return f"{what}: {len(problems)} bad file(s): " + "; ".join(problems[:shown]) + more
+
+
+def check_inputs(
+    voc12_root: PathLike,
+    list_file: PathLike,
+    label_file: PathLike,
+    img_dir: str = "JPEGImages",
+    gt_dir: PathLike | None = None,
+    allow_pickle: bool = False,
+    progress: bool = True,
+) -> tuple[list[str], list[tuple[int, int]]]:
+    """Check one list before any work: names, labels, every image header (and masks).
+
+    Every listed image must have a non-empty label entry and an image whose header
+    decodes; with ``gt_dir`` also a palette/grayscale mask of the same size. All
+    bad files are reported in one :class:`InputError`. Returns the names and the
+    image sizes (H, W), which the map stage needs anyway.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    root = check_dataset_root(voc12_root, img_dir)
+    names = read_image_list(list_file)
+    label_matrix(names, load_cls_labels(label_file, allow_pickle=allow_pickle), source=label_file)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(tqdm(pool.map(lambda n: _scan_one(root, img_dir, gt_dir, n), names), total=len(names),
+                            desc=f"checking {Path(list_file).name}", unit="img", disable=not progress or len(names) < 500,
+                            leave=False))
+    problems = [p for _, p in results if p]
+    if problems:
+        raise InputError(_one_message(str(list_file), problems))
+    return names, [s for s, _ in results]  # type: ignore[misc]
+
+
 def check_data(
     voc12_root: PathLike,
     list_file: PathLike,
@@ -206,86 +313,5 @@ def check_data(
     img_dir: str = "JPEGImages",
     allow_pickle: bool = False,
 ) -> list[str]:
-    """Check a split before training and return its names.
-
-    Fails fast on a missing dataset root, a missing or empty list, listed names
-    without labels and missing image files (the first few are reported).
-    """
-    root = Path(voc12_root)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"{root}: dataset root not found. Put PASCAL VOC 2012 there (the VOC2012/ folder with "
-            "JPEGImages/ and SegmentationClassAug/, see voc12/README.md), or set --options voc12_root=DIR; "
-            "for the synthetic demo run scripts/make_demo_voc.py"
-        )
-    if not (root / img_dir).is_dir():
-        raise FileNotFoundError(f"{root / img_dir}: image folder not found in the dataset root")
-    names = read_image_list(list_file)
-    label_matrix(names, load_cls_labels(label_file, allow_pickle=allow_pickle), source=label_file)
-    missing = [str(image_path(root, n, img_dir)) for n in names if not image_path(root, n, img_dir).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{list_file}: {len(missing)} of {len(names)} listed images are missing, e.g. {', '.join(missing[:3])}"
-        )
-    return names
-
-
-# ------------------------------------------------------------------ datasets
-class VOCImages(Dataset):
-    """Unnormalised original images with labels, for stages that do their own scaling.
-
-    Item: ``dict(name=str, image=np.uint8 [H, W, 3], label=FloatTensor[20])``. Use
-    ``collate_fn=collate_images`` (or batch_size=None) since image sizes differ.
-    """
-
-    def __init__(
-        self,
-        names: Sequence[str],
-        voc12_root: PathLike,
-        labels: Mapping[str, np.ndarray],
-        img_dir: str = "JPEGImages",
-    ) -> None:
-        self.names = list(names)
-        self.voc12_root = Path(voc12_root)
-        self.img_dir = img_dir
-        self.labels = label_matrix(self.names, labels)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, idx: int) -> dict:
-        name = self.names[idx]
-        img = load_image(image_path(self.voc12_root, name, self.img_dir))
-        return dict(name=name, image=img, label=torch.from_numpy(self.labels[idx].copy()))
-
-
-class VOCClassification(VOCImages):
-    """Images with multi-hot labels for training / validation.
-
-    Item: ``dict(name=str, img=FloatTensor[3, H, W], label=FloatTensor[20])``;
-    ``transform`` maps the uint8 HxWx3 RGB image to the tensor.
-    """
-
-    def __init__(
-        self,
-        names: Sequence[str],
-        voc12_root: PathLike,
-        labels: Mapping[str, np.ndarray],
-        transform: Callable[[np.ndarray], torch.Tensor],
-        img_dir: str = "JPEGImages",
-    ) -> None:
-        super().__init__(names, voc12_root, labels, img_dir)
-        self.transform = transform
-
-    def __getitem__(self, idx: int) -> dict:
-        item = super().__getitem__(idx)
-        return dict(name=item["name"], img=self.transform(item["image"]), label=item["label"])
-
-
-def collate_images(batch: list[dict]) -> dict:
-    """Batch :class:`VOCImages` items: names and images as lists, labels stacked."""
-    return dict(
-        name=[b["name"] for b in batch],
-        image=[b["image"] for b in batch],
-        label=torch.stack([b["label"] for b in batch]),
-    )
+    """Check a split before training (:func:`check_inputs` without masks) and return its names."""
+    return check_inputs(voc12_root, list_file, label_file, img_dir, allow_pickle=allow_pickle)[0]

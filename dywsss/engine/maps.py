@@ -11,13 +11,20 @@ Images of equal size are batched together and all needed classes of an image
 are explained at once; maps stay on the device until written. Under torchrun
 the list's size-grouped batches are dealt out ``rank::world_size``, so each
 image is computed in the same batch as in one process and the files do not
-depend on the number of processes. A rerun skips images whose file is complete (readable, right classes and size)
-and redoes the rest; ``overwrite=True`` redoes everything.
+depend on the number of processes. A rerun skips images whose file is complete (readable, right classes and size,
+written under the folder's current record) and redoes the rest; ``overwrite=True`` redoes everything.
+
+Provenance: the network is rebuilt from the checkpoint's architecture record
+(:func:`dywsss.models.spec.load_trained_model`); ``maps_meta.json`` records the
+method and its settings, the weights file and its sha256, the architecture,
+the list's and labels' sha256 and the library versions. Every map file carries
+the hash of that record (``stamp``), so maps of other weights or settings are
+never mixed into a folder: the stage refuses (unless ``overwrite=True``) and
+later stages check the stamps.
 """
 from __future__ import annotations
 
 import json
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,29 +33,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..config import data_path, session_paths
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ..data.voc import (
-    NUM_CLASSES,
-    VOCImages,
-    collate_images,
-    image_path,
-    label_matrix,
-    load_cls_labels,
-    read_image_list,
-)
+from ..config import SessionPaths, data_path, session_paths
+from ..data.datasets import VOCImages, collate_images
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, prediction_transform
+from ..data.voc import NUM_CLASSES, check_inputs, image_path, image_size, label_matrix, load_cls_labels
+from ..errors import ConfigError, MissingInputError, StaleError
 from ..explain import EXPLAINERS
-from ..io import write_json_atomic
-from ..mapfile import load_maps, save_maps
+from ..io import check_writable, write_json_atomic
+from ..mapfile import META_FILE, UNSTAMPED, load_maps, meta_stamp, read_maps_meta, read_stamp, save_maps
+from ..models.spec import ModelSpec, TrainedModel, load_trained_model
+from ..provenance import file_record, short_hash
+from ..schema import config_problems, network_problems, raise_problems, session_problems
+from ..session import StageLock
 from .dist import barrier, env_world, is_dist
-from .runtime import resolve_num_workers, select_device
+from .runtime import library_versions, resolve_num_workers, select_device
 
-META_FILE = "maps_meta.json"
 CLASS_MODES = ("gt", "pred", "all")
 #: The original's offset in the min-max normalisation (spec, stage 2).
 NORM_EPS = 1e-5
@@ -134,21 +137,22 @@ def select_classes(mode: str, labels: np.ndarray, probs: np.ndarray | None = Non
         return [np.flatnonzero(row > 0.5).tolist() for row in labels]
     if mode == "pred":
         if probs is None:
-            raise ValueError("cam_classes='pred' needs the predicted probabilities")
+            raise ConfigError("cam_classes='pred' needs the predicted probabilities")
         return [np.flatnonzero(row > threshold).tolist() for row in probs]
     if mode == "all":
         return [list(range(NUM_CLASSES)) for _ in labels]
-    raise ValueError(f"cam_classes={mode!r}: expected one of {', '.join(CLASS_MODES)}")
+    raise ConfigError(f"cam_classes={mode!r}: expected one of {', '.join(CLASS_MODES)}")
 
 
-def to_device_batch(images: Sequence[np.ndarray], device: torch.device, channels_last: bool = False) -> torch.Tensor:
+def to_device_batch(images: Sequence[np.ndarray], device: torch.device, channels_last: bool = False,
+                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """Equal-size uint8 HxWx3 images -> normalised float32 [B, 3, H, W] on ``device``.
 
     Same arithmetic as :func:`dywsss.data.transforms.normalize_image`, done on the device.
     """
     x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(tuple(mean), device=device).view(1, 3, 1, 1)
+    std = torch.tensor(tuple(std), device=device).view(1, 3, 1, 1)
     x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
@@ -161,21 +165,11 @@ def use_channels_last(cfg: Config, model: nn.Module) -> bool:
 
 
 # ------------------------------------------------------------ files
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(H, W) of an image file from its header."""
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: image not found") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: unreadable image ({exc})") from exc
-    return h, w
-
-
-def map_file_ok(path: Path, classes: Sequence[int] | None, size: tuple[int, int]) -> bool:
-    """True when ``path`` loads, has maps of ``size`` and (unless None) exactly ``classes``."""
+def map_file_ok(path: Path, classes: Sequence[int] | None, size: tuple[int, int], stamp: str | None = None) -> bool:
+    """True when ``path`` loads, has maps of ``size``, (unless None) exactly ``classes`` and the folder's ``stamp``."""
     if not path.is_file():
+        return False
+    if stamp is not None and read_stamp(path) != stamp:
         return False
     try:
         got, cams = load_maps(path)
@@ -186,12 +180,12 @@ def map_file_ok(path: Path, classes: Sequence[int] | None, size: tuple[int, int]
     return tuple(cams.shape[1:]) == tuple(size)
 
 
-def maps_meta(cfg: Config, explainer: Any) -> dict:
-    """What made the map files of a directory (``maps_meta.json``)."""
+def maps_meta(cfg: Config, explainer: Any, trained: TrainedModel | None = None, inputs: dict | None = None) -> dict:
+    """What made the map files of a directory (``maps_meta.json``): method, settings, weights, inputs."""
     fixed = getattr(explainer, "input_size", None)
     meta = dict(
         method=cfg.cam_method,
-        network=cfg.network,
+        network=cfg.network if trained is None else trained.spec.network,
         weights=str(cfg.weights),
         scales=None if fixed else [float(s) for s in cfg.cam_scales],
         input_size=list(fixed) if fixed else None,
@@ -200,41 +194,61 @@ def maps_meta(cfg: Config, explainer: Any) -> dict:
         dtype=cfg.cam_dtype,
         normalization="minmax (spec stage 2), clamped to [0, 1]",
     )
+    method_meta = getattr(explainer, "meta", None)
+    if callable(method_meta):
+        meta["method_params"] = method_meta()
     if cfg.cam_classes == "pred":
         meta.update(pred_threshold=float(cfg.pred_threshold), pred_input=cfg.loss_input)
+    if trained is not None:
+        meta.update(weights_file=str(trained.path), weights_sha256=trained.sha256, arch=trained.spec.to_dict(),
+                    arch_recorded=trained.recorded)
+    if inputs:
+        meta["inputs"] = inputs
+    meta["versions"] = library_versions()
     return meta
 
 
 def check_meta(out_dir: Path, meta: dict, overwrite: bool) -> None:
-    """Refuse to mix map files of different settings in one directory (unless ``overwrite``)."""
+    """Refuse to mix map files of different settings or weights in one directory (unless ``overwrite``)."""
     path = out_dir / META_FILE
     if overwrite or not path.is_file():
         return
     try:
         old = json.loads(path.read_text())
     except (json.JSONDecodeError, OSError) as exc:
-        raise ValueError(f"{path}: unreadable ({exc}); delete it or pass --options overwrite=True") from exc
-    diff = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
+        raise StaleError(f"{path}: unreadable ({exc}); delete it or pass --options overwrite=True") from exc
+    diff = {k: (old.get(k), v) for k, v in meta.items() if k not in UNSTAMPED and old.get(k) != v}
     if diff:
-        what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"{out_dir}: holds maps made with other settings ({what}). Pass --options overwrite=True "
-            "to replace them, or use another session_name / weights."
+        what = "; ".join(_describe_change(k, a, b) for k, (a, b) in diff.items())
+        raise StaleError(
+            f"{out_dir}: holds maps made with other settings or weights ({what}). Pass --options overwrite=True "
+            "to redo them, or use another session_name / weights."
         )
 
 
-# ------------------------------------------------------------ model
-def load_model(cfg: Config, device: torch.device) -> nn.Module:
-    """The trained classifier of the session: ``model/<weights>`` into a fresh ``cfg.network``."""
-    from ..models.builder import build_model
-    from ..models.checkpoint import load_weights
+def _describe_change(key: str, old: Any, new: Any) -> str:
+    if key == "weights_sha256":
+        return f"weights sha256 {short_hash(old)} there, {short_hash(new)} now (the checkpoint changed)"
+    if key in ("arch", "inputs", "method_params"):
+        return f"{key} differs"
+    return f"{key}: {old!r} there, {new!r} now"
 
+
+# ------------------------------------------------------------ model
+def load_model(cfg: Config, device: torch.device) -> TrainedModel:
+    """The trained classifier of the session, rebuilt from ``model/<weights>`` and its architecture record."""
     path = session_paths(cfg).weights_file(cfg.weights)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: weights not found (weights={cfg.weights!r}); train first or pass weights=PATH")
-    model = build_model(cfg.network, pretrained=False, num_classes=cfg.num_classes, **dict(cfg.model_kwargs))
-    load_weights(model, path)
-    return model.to(device).eval()
+        raise MissingInputError(f"{path}: weights not found (weights={cfg.weights!r}); train first or pass weights=PATH")
+    return load_trained_model(path, cfg, device)
+
+
+def map_stage_problems(cfg: Config) -> list[str]:
+    """Everything wrong with the config for the map stage, before any work."""
+    out = config_problems(cfg) + session_problems(cfg) + network_problems(cfg)
+    if isinstance(cfg.get("cam_method"), str) and cfg.cam_method not in EXPLAINERS:
+        out.append(f"cam_method={cfg.cam_method!r}: not a registered method (known: {', '.join(EXPLAINERS.names())})")
+    return out
 
 
 def size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list[int]]:
@@ -250,7 +264,8 @@ def size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list
 
 # ------------------------------------------------------------ the stage
 def planned_batches(cfg: Config, names: Sequence[str], labels: np.ndarray, out_dir: Path, rank: int = 0,
-                    world: int = 1) -> list[list[int]]:
+                    world: int = 1, sizes: Sequence[tuple[int, int]] | None = None,
+                    stamp: str | None = None) -> list[list[int]]:
     """This rank's batches (indices into ``names``), less the images whose file is complete.
 
     The whole list is cut into batches of equal image size first and rank r
@@ -259,19 +274,21 @@ def planned_batches(cfg: Config, names: Sequence[str], labels: np.ndarray, out_d
     bit for bit (batch-size dependent kernels make batched and unbatched
     maps agree only to float32 rounding).
     """
-    sizes = [image_size(image_path(cfg.voc12_root, n, cfg.img_dir)) for n in names]
+    if sizes is None:
+        sizes = [image_size(image_path(cfg.voc12_root, n, cfg.img_dir)) for n in names]
     batches = size_batches(sizes, int(cfg.cam_batch_size))[rank::world]
     if cfg.overwrite:
         return batches
     # with cam_classes=pred the classes are known only after a forward pass: check readability and size
     known = None if cfg.cam_classes == "pred" else select_classes(cfg.cam_classes, labels)
     todo = [[i for i in b if not map_file_ok(out_dir / f"{names[i]}.npz", None if known is None else known[i],
-                                             sizes[i])] for b in batches]
+                                             sizes[i], stamp)] for b in batches]
     return [b for b in todo if b]
 
 
 def write_maps(cfg: Config, model: nn.Module, explainer: Any, names: Sequence[str], labels: np.ndarray,
-               batches: Sequence[Sequence[int]], out_dir: Path, device: torch.device, progress: bool = True) -> None:
+               batches: Sequence[Sequence[int]], out_dir: Path, device: torch.device, progress: bool = True,
+               spec: ModelSpec | None = None, stamp: str | None = None) -> None:
     """Explain the images of ``batches`` (indices into ``names``, equal size within a batch) and
     write one map file each; the writes overlap the compute."""
     dataset = VOCImages(names, cfg.voc12_root, dict(zip(names, labels)), img_dir=cfg.img_dir)
@@ -284,49 +301,60 @@ def write_maps(cfg: Config, model: nn.Module, explainer: Any, names: Sequence[st
     with tqdm(total=sum(map(len, batches)), unit="img", desc=f"maps {cfg.cam_method}", disable=not progress) as bar, \
             ThreadPoolExecutor(max_workers=2) as writer:
         for batch in loader:
-            probs = predict_probs(model, batch["image"], cfg, device) if cfg.cam_classes == "pred" else None
+            probs = predict_probs(model, batch["image"], cfg, device, spec) if cfg.cam_classes == "pred" else None
             classes = select_classes(cfg.cam_classes, batch["label"].numpy(), probs, float(cfg.pred_threshold))
-            x = to_device_batch(batch["image"], device, channels_last)
+            x = to_device_batch(batch["image"], device, channels_last, *_norm(spec))
             maps = explain_batch(explainer, x, classes, cfg.cam_scales, bool(cfg.cam_flip))
             for name, cls, m in zip(batch["name"], classes, maps):
                 cams = m.to(getattr(torch, cfg.cam_dtype)).cpu().numpy()
-                pending.append(writer.submit(save_maps, out_dir / f"{name}.npz", np.asarray(cls), cams, cfg.cam_dtype))
+                pending.append(writer.submit(save_maps, out_dir / f"{name}.npz", np.asarray(cls), cams, cfg.cam_dtype,
+                                             stamp))
             bar.update(len(batch["name"]))
             if len(pending) > _MAX_PENDING_WRITES:
                 pending = _wait(pending)
         _wait(pending)
 
 
+def _norm(spec: ModelSpec | None) -> tuple[Sequence[float], Sequence[float]]:
+    return (IMAGENET_MEAN, IMAGENET_STD) if spec is None else (spec.mean, spec.std)
+
+
 def generate_maps(cfg: Config, model: nn.Module | None = None) -> Path:
     """Write ``test/cam_<list stem>_<weights stem>/<name>.npz`` for ``cfg.infer_list``; return the folder.
 
-    ``model`` (optional) replaces loading ``model/<weights>`` (tests, benchmarks).
+    Checks the config and every listed image before any work; ``model`` (optional)
+    replaces loading ``model/<weights>`` (tests, benchmarks; its weights are then
+    recorded as unknown).
     """
-    if cfg.cam_classes not in CLASS_MODES:
-        raise ValueError(f"cam_classes={cfg.cam_classes!r}: expected one of {', '.join(CLASS_MODES)}")
-    if cfg.cam_dtype not in ("float16", "float32"):
-        raise ValueError(f"cam_dtype={cfg.cam_dtype!r}: expected float16 or float32")
+    raise_problems(map_stage_problems(cfg))
     rank, world, local_rank = env_world()
     if is_dist():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    device = select_device(cfg.get("device", "auto"), local_rank)
-    names = read_image_list(data_path(cfg, cfg.infer_list))
+    paths = session_paths(cfg)
+    list_file = data_path(cfg, cfg.infer_list)
+    names, sizes = check_inputs(cfg.voc12_root, list_file, cfg.cls_label, cfg.img_dir,
+                                allow_pickle=cfg.allow_pickle, progress=rank == 0)
     labels = label_matrix(names, load_cls_labels(cfg.cls_label, allow_pickle=cfg.allow_pickle), source=cfg.cls_label)
-    out_dir = session_paths(cfg).cam_dir(cfg.infer_list, cfg.weights)
-
-    model = load_model(cfg, device) if model is None else model.to(device).eval()
+    out_dir = paths.cam_dir(cfg.infer_list, cfg.weights)
+    device = select_device(cfg.get("device", "auto"), local_rank)
+    trained = load_model(cfg, device) if model is None else None
+    model = trained.model if trained is not None else model.to(device).eval()
     explainer = EXPLAINERS.get(cfg.cam_method)(model, cfg)
-    meta = maps_meta(cfg, explainer)
-    check_meta(out_dir, meta, bool(cfg.overwrite))
-    if rank == 0:
-        write_json_atomic(out_dir / META_FILE, meta)
-
-    batches = planned_batches(cfg, names, labels, out_dir, rank, world)
-    todo = sum(map(len, batches))
-    if rank == 0 and world == 1 and todo < len(names):
-        print(f"[maps] {len(names) - todo} of {len(names)} map files already complete in {out_dir}; skipped")
-    write_maps(cfg, model, explainer, names, labels, batches, out_dir, device, progress=rank == 0 and todo > 0)
-    barrier()  # a no-op unless a process group is up
+    inputs = dict(list=file_record(list_file), labels=file_record(cfg.cls_label))
+    meta = maps_meta(cfg, explainer, trained, inputs)
+    with StageLock(paths, f"maps_{out_dir.name}", enabled=rank == 0):
+        check_meta(out_dir, meta, bool(cfg.overwrite))
+        if rank == 0:
+            check_writable(out_dir)
+            write_json_atomic(out_dir / META_FILE, meta)
+        stamp = meta_stamp(meta)
+        batches = planned_batches(cfg, names, labels, out_dir, rank, world, sizes, stamp)
+        todo = sum(map(len, batches))
+        if rank == 0 and world == 1 and todo < len(names):
+            print(f"[maps] {len(names) - todo} of {len(names)} map files already complete in {out_dir}; skipped")
+        write_maps(cfg, model, explainer, names, labels, batches, out_dir, device, progress=rank == 0 and todo > 0,
+                   spec=None if trained is None else trained.spec, stamp=stamp)
+        barrier()  # a no-op unless a process group is up
     return out_dir
 
 
@@ -337,11 +365,10 @@ def _wait(futures: list[Future]) -> list[Future]:
     return []
 
 
-def predict_probs(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device) -> np.ndarray:
+def predict_probs(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device,
+                  spec: ModelSpec | None = None) -> np.ndarray:
     """Class probabilities [B, 20] on the per-sample stage's input (``cfg.loss_input``)."""
-    from .per_sample import prediction_transform
-
-    tf = prediction_transform(cfg)
+    tf = prediction_transform(cfg.loss_input, int(cfg.crop_size), *_norm(spec))
     with torch.no_grad():
         logits = model(torch.stack([tf(im) for im in images]).to(device))
     return torch.sigmoid(logits.float()).cpu().numpy()
@@ -363,11 +390,15 @@ def centred_blob_maps(height: int, width: int, num_maps: int, sigma: float = 0.2
 
 def generate_blob_maps(cfg: Config, sigma: float = 0.25) -> Path:
     """Write centred-blob maps for the ground-truth classes of ``cfg.infer_list`` to ``test/cam_<list>_blob/``."""
-    names = read_image_list(data_path(cfg, cfg.infer_list))
+    raise_problems(config_problems(cfg) + session_problems(cfg))
+    list_file = data_path(cfg, cfg.infer_list)
+    names, sizes = check_inputs(cfg.voc12_root, list_file, cfg.cls_label, cfg.img_dir, allow_pickle=cfg.allow_pickle)
     labels = label_matrix(names, load_cls_labels(cfg.cls_label, allow_pickle=cfg.allow_pickle), source=cfg.cls_label)
     out_dir = session_paths(cfg).cam_dir(cfg.infer_list, "blob")
-    for name, cls in zip(names, select_classes("gt", labels)):
-        h, w = image_size(image_path(cfg.voc12_root, name, cfg.img_dir))
-        save_maps(out_dir / f"{name}.npz", np.asarray(cls), centred_blob_maps(h, w, len(cls), sigma), cfg.cam_dtype)
-    write_json_atomic(out_dir / META_FILE, dict(method="centred_blob", sigma=sigma, classes="gt", dtype=cfg.cam_dtype))
+    meta = dict(method="centred_blob", sigma=sigma, classes="gt", dtype=cfg.cam_dtype,
+                inputs=dict(list=file_record(list_file), labels=file_record(cfg.cls_label)))
+    stamp = meta_stamp(meta)
+    write_json_atomic(out_dir / META_FILE, meta)
+    for name, cls, (h, w) in zip(names, select_classes("gt", labels), sizes):
+        save_maps(out_dir / f"{name}.npz", np.asarray(cls), centred_blob_maps(h, w, len(cls), sigma), cfg.cam_dtype, stamp)
     return out_dir

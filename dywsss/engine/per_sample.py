@@ -1,15 +1,23 @@
 """Stage 4: the per-sample CSV (loss, confidence, labels, predictions, per-image JI).
 
-The classifier runs on the original's validation input (``loss_input =
-center_crop``: the ``crop_size`` centre crop of the unresized image, zero padded;
-``full_image`` resizes the whole image instead); its logits give the loss
-(Eq. 7) and the rest of the row (:func:`dywsss.metrics.per_sample.per_sample_table`),
-joined with the per-image JI of the map files of stage 2.
+The classifier, rebuilt from the checkpoint's architecture record, runs on the
+original's validation input (``loss_input = center_crop``: the ``crop_size``
+centre crop of the unresized image, zero padded; ``full_image`` resizes the
+whole image instead); its logits give the loss (Eq. 7) and the rest of the row
+(:func:`dywsss.metrics.per_sample.per_sample_table`), joined with the per-image
+JI of the map files of stage 2.
+
+The stage refuses maps made from other weights than the ones it evaluates
+(their ``maps_meta.json`` records the weights' sha256, every map file the
+record's stamp) and writes ``per_sample.meta.json`` beside the CSV: the
+weights and their sha256, the architecture, the maps' record, the hashes of
+the list, labels and masks, and the settings.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,32 +26,32 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..config import data_path, session_paths
-from ..data.transforms import full_image_transform, val_transform
-from ..data.voc import VOCClassification, label_matrix, load_cls_labels, read_image_list
-from ..metrics.per_sample import per_image_ji, per_sample_table, write_per_sample_csv
+from ..config import SessionPaths, data_path, session_paths
+from ..data.datasets import VOCClassification
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, prediction_transform
+from ..data.voc import check_inputs, label_matrix, load_cls_labels, mask_path
+from ..errors import MissingInputError, StaleError
+from ..io import check_writable
+from ..mapfile import check_stamps, meta_stamp, read_maps_meta
+from ..metrics.per_sample import per_image_ji, per_sample_table, write_csv_meta, write_per_sample_csv
+from ..models.spec import ModelSpec, TrainedModel
+from ..provenance import file_record, sha256_file, sha256_files, short_hash
+from ..schema import config_problems, network_problems, raise_problems, session_problems
+from ..session import StageLock
 from .dist import env_world
-from .runtime import resolve_num_workers, select_device
+from .maps import load_model
+from .runtime import library_versions, resolve_num_workers, select_device
 
-LOSS_INPUTS = ("center_crop", "full_image")
 COMPAT_DIR = "miou_loss_csv"
-
-
-def prediction_transform(cfg: Config) -> Callable[[np.ndarray], torch.Tensor]:
-    """The classifier's input for loss and predictions: ``cfg.loss_input`` at ``cfg.crop_size``."""
-    if cfg.loss_input == "center_crop":
-        return val_transform(int(cfg.crop_size))
-    if cfg.loss_input == "full_image":
-        return full_image_transform(int(cfg.crop_size))
-    raise ValueError(f"loss_input={cfg.loss_input!r}: expected one of {', '.join(LOSS_INPUTS)}")
 
 
 @torch.no_grad()
 def compute_logits(model: nn.Module, names: Sequence[str], labels: np.ndarray, cfg: Config,
-                   device: torch.device) -> np.ndarray:
-    """Logits float32 [N, 20] of the listed images on :func:`prediction_transform`, in list order."""
-    dataset = VOCClassification(names, cfg.voc12_root, dict(zip(names, labels)), prediction_transform(cfg),
-                                img_dir=cfg.img_dir)
+                   device: torch.device, spec: ModelSpec | None = None) -> np.ndarray:
+    """Logits float32 [N, 20] of the listed images on the prediction input, in list order."""
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if spec is None else (spec.mean, spec.std)
+    dataset = VOCClassification(names, cfg.voc12_root, dict(zip(names, labels)),
+                                prediction_transform(cfg.loss_input, int(cfg.crop_size), mean, std), img_dir=cfg.img_dir)
     loader = DataLoader(dataset, batch_size=int(cfg.batch_size), shuffle=False,
                         num_workers=resolve_num_workers(cfg.num_workers))
     model.eval()
@@ -58,33 +66,76 @@ def compat_csv_path(cfg: Config) -> Path:
     return Path(COMPAT_DIR) / f"miou_loss_{cfg.session_name}_{Path(cfg.weights).stem}_{Path(cfg.eval_list).stem}.csv"
 
 
+def check_maps_for(map_dir: Path, names: Sequence[str], weights_sha256: str | None, cfg: Config) -> dict:
+    """The maps' record, after checking they were made from these weights (all files stamped alike)."""
+    redo = (f"rerun the map stage: run_resnet50.py/run_transformer.py ... --options gen_mask_for_multi_crop=True "
+            f"overwrite=True infer_list={cfg.eval_list} weights={cfg.weights}")
+    if not map_dir.is_dir():
+        raise MissingInputError(f"{map_dir}: no map files; run the map stage first (gen_mask_for_multi_crop=True "
+                                f"infer_list={cfg.eval_list} weights={cfg.weights})")
+    meta = read_maps_meta(map_dir)
+    if meta is None or "weights_sha256" not in meta:
+        warnings.warn(f"{map_dir}: no weights record in maps_meta.json (maps from an older version or another tool); "
+                      "cannot check that they come from the evaluated weights", stacklevel=2)
+        return {"dir": str(map_dir), "record": "none"}
+    if weights_sha256 is not None and meta["weights_sha256"] != weights_sha256:
+        raise StaleError(f"{map_dir}: maps were made from weights sha256 {short_hash(meta['weights_sha256'])}, but "
+                         f"{cfg.weights} is now {short_hash(weights_sha256)} (retrained?); {redo}")
+    stamp = meta_stamp(meta)
+    check_stamps(map_dir, list(names), stamp)
+    return {"dir": str(map_dir), "meta_sha256": sha256_file(map_dir / "maps_meta.json"), "stamp": stamp,
+            "method": meta.get("method"), "weights_sha256": meta["weights_sha256"]}
+
+
+def per_sample_problems(cfg: Config) -> list[str]:
+    return config_problems(cfg) + session_problems(cfg) + network_problems(cfg)
+
+
 def compute_per_sample(cfg: Config, model: nn.Module | None = None) -> Path:
-    """Write ``eval/<list>_<weights>/per_sample.csv`` (and the original's copy); return its path.
+    """Write ``eval/<list>_<weights>/per_sample.csv`` (and the original's copy), each with its record; return it.
 
     The maps are read from ``test/cam_<eval_list stem>_<weights stem>/`` (stage 2
     run with ``infer_list`` = this ``eval_list``). ``model`` (optional) replaces
-    loading ``model/<weights>``.
+    loading ``model/<weights>`` (tests; the weights are then recorded as unknown).
     """
-    from .maps import load_model
-
-    if cfg.loss_input not in LOSS_INPUTS:
-        raise ValueError(f"loss_input={cfg.loss_input!r}: expected one of {', '.join(LOSS_INPUTS)}")
+    raise_problems(per_sample_problems(cfg))
     paths = session_paths(cfg)
     list_file = data_path(cfg, cfg.eval_list)
-    names = read_image_list(list_file)
+    names, _ = check_inputs(cfg.voc12_root, list_file, cfg.cls_label, cfg.img_dir, gt_dir=cfg.gt_dir,
+                            allow_pickle=cfg.allow_pickle)
     labels = label_matrix(names, load_cls_labels(cfg.cls_label, allow_pickle=cfg.allow_pickle), source=cfg.cls_label)
+    weights = paths.weights_file(cfg.weights)
+    if model is None and not weights.is_file():
+        raise MissingInputError(f"{weights}: weights not found (weights={cfg.weights!r}); train first or pass weights=PATH")
+    weights_sha = sha256_file(weights) if model is None else None
     map_dir = paths.cam_dir(cfg.eval_list, cfg.weights)
-    if not map_dir.is_dir():
-        raise FileNotFoundError(
-            f"{map_dir}: no map files; run the map stage first (gen_mask_for_multi_crop=True "
-            f"infer_list={cfg.eval_list} weights={cfg.weights})"
-        )
-    ji_ref, ji_paper = per_image_ji(map_dir, names, cfg.gt_dir, t=float(cfg.eval_thresh),
-                                    allow_pickle=cfg.allow_pickle)
-    device = select_device(cfg.get("device", "auto"), env_world()[2])
-    model = load_model(cfg, device) if model is None else model.to(device).eval()
-    logits = compute_logits(model, names, labels, cfg, device)
-    table = per_sample_table(names, logits, labels, ji_ref, ji_paper, cfg.ji_definition, float(cfg.pred_threshold))
-    out = write_per_sample_csv(table, paths.eval_dir(cfg.eval_list, cfg.weights) / "per_sample.csv")
-    write_per_sample_csv(table, compat_csv_path(cfg))
+    maps = check_maps_for(map_dir, names, weights_sha, cfg)
+    out = paths.eval_dir(cfg.eval_list, cfg.weights) / "per_sample.csv"
+    with StageLock(paths, f"per_sample_{out.parent.name}"):
+        check_writable(out.parent)
+        ji_ref, ji_paper = per_image_ji(map_dir, names, cfg.gt_dir, t=float(cfg.eval_thresh),
+                                        allow_pickle=cfg.allow_pickle)
+        device = select_device(cfg.get("device", "auto"), env_world()[2])
+        trained: TrainedModel | None = load_model(cfg, device) if model is None else None
+        net = trained.model if trained is not None else model.to(device).eval()
+        logits = compute_logits(net, names, labels, cfg, device, None if trained is None else trained.spec)
+        table = per_sample_table(names, logits, labels, ji_ref, ji_paper, cfg.ji_definition, float(cfg.pred_threshold))
+        record = _record(cfg, trained, maps, list_file, names)
+        for path in (out, compat_csv_path(cfg)):
+            write_per_sample_csv(table, path)
+            write_csv_meta(path, record)
     return out
+
+
+def _record(cfg: Config, trained: TrainedModel | None, maps: dict, list_file: Path, names: Sequence[str]) -> dict:
+    weights = (dict(path=str(trained.path), sha256=trained.sha256) if trained is not None
+               else dict(path=None, sha256=None, note="model passed in by the caller"))
+    return dict(
+        weights=weights, arch=None if trained is None else trained.spec.to_dict(),
+        arch_recorded=None if trained is None else trained.recorded, maps=maps,
+        inputs=dict(list=file_record(list_file), labels=file_record(cfg.cls_label), gt_dir=str(cfg.gt_dir),
+                    masks_sha256=sha256_files(mask_path(cfg.gt_dir, n) for n in names)),
+        settings=dict(ji_definition=cfg.ji_definition, eval_thresh=float(cfg.eval_thresh), loss_input=cfg.loss_input,
+                      crop_size=int(cfg.crop_size), pred_threshold=float(cfg.pred_threshold)),
+        versions=library_versions(),
+    )

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+
 
 def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto`` -> CUDA (GPU ``local_rank``) when available, else CPU; ``cpu``; ``cuda``; ``cuda:N``."""
@@ -21,9 +23,9 @@ def select_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device={spec!r} but CUDA is not available; use device=cpu or device=auto")
+            raise ConfigError(f"device={spec!r} but CUDA is not available; use device=cpu or device=auto")
         return torch.device("cuda", local_rank) if spec == "cuda" else torch.device(spec)
-    raise ValueError(f"device={spec!r}: expected auto, cpu, cuda or cuda:N")
+    raise ConfigError(f"device={spec!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def seed_everything(seed: int) -> None:
@@ -67,6 +69,15 @@ def _version(pkg: str) -> str | None:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
         return None
+
+
+#: Packages whose versions every output records.
+RECORDED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "pillow", "grad-cam", "captum", "zennit",
+                     "scikit-image", "scikit-learn", "mmengine-lite")
+
+
+def library_versions(packages: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str | None]:
+    return {p: _version(p) for p in packages}
 
 
 def env_info(device: torch.device, seed: int, world_size: int = 1, **extra: Any) -> dict[str, Any]:

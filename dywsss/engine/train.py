@@ -38,11 +38,18 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from ..config import SessionPaths, data_path, session_paths
+from ..data.datasets import VOCClassification
 from ..data.transforms import train_transform, val_transform
-from ..data.voc import VOCClassification, check_data, load_cls_labels
-from ..io import write_json_atomic
+from ..data.voc import check_data, load_cls_labels
+from ..errors import ConfigError, InputError, MissingInputError, UserError
+from ..io import check_writable, write_json_atomic
 from ..metrics.classification import multilabel_bce
 from ..models.builder import build_model_from_cfg, classifier_module_name, is_vit, unwrap_model
+from ..models.lite import LITE_VALUES
+from ..models.spec import ModelSpec, build_from_spec, describe_model, read_spec
+from ..provenance import file_record
+from ..schema import config_problems, file_key_problems, network_problems, raise_problems, session_problems
+from ..session import StageLock, prepare_training_session, save_run_config
 from ..models.checkpoint import (
     capture_rng_state,
     link_checkpoint,
@@ -50,6 +57,8 @@ from ..models.checkpoint import (
     model_state,
     restore_rng_state,
     save_checkpoint,
+    state_dict_of,
+    strict_load,
 )
 from . import dist
 from .runtime import env_info, resolve_num_workers, seed_everything, select_device, set_deterministic, worker_init_fn
@@ -59,7 +68,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 }
 
 
-class TrainingDivergedError(FloatingPointError):
+class TrainingDivergedError(UserError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
@@ -79,12 +88,16 @@ def multilabel_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str =
 
 
 # ------------------------------------------------------- optimizer, schedule
+class ConfigTypeError(ConfigError, TypeError):
+    """An optimizer or scheduler key that its class does not take."""
+
+
 def _checked_kwargs(cls: type, spec: Mapping[str, Any], key: str, skip: tuple[str, ...]) -> dict[str, Any]:
     kwargs = {k: v for k, v in spec.items() if k != "type"}
     accepted = [p for p in inspect.signature(cls).parameters if p not in skip]
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
-        raise TypeError(
+        raise ConfigTypeError(
             f"{key}.{unknown[0]}: not an argument of {cls.__name__} (accepted: {', '.join(accepted)})"
         )
     return kwargs
@@ -94,14 +107,14 @@ def build_optimizer(params: Sequence[nn.Parameter], spec: Mapping[str, Any]) -> 
     """Optimizer from the ``optimizer`` config dict (type SGD | AdamW | Adam, other keys its arguments)."""
     name = spec.get("type", "SGD")
     if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer.type={name!r}: expected one of {', '.join(OPTIMIZERS)}")
+        raise ConfigError(f"optimizer.type={name!r}: expected one of {', '.join(OPTIMIZERS)}")
     cls = OPTIMIZERS[name]
     kwargs = _checked_kwargs(cls, spec, "optimizer", ("params",))
     if "lr" not in kwargs:
-        raise ValueError("optimizer.lr is required")
+        raise ConfigError("optimizer.lr is required")
     params = list(params)
     if not params:
-        raise ValueError("no trainable parameters (finetune=True but the classifier is frozen too?)")
+        raise ConfigError("no trainable parameters (finetune=True but the classifier is frozen too?)")
     return cls(params, **kwargs)
 
 
@@ -111,7 +124,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, spec: Mapping[str, Any] | 
     name = spec.get("type", "MultiStepLR")
     cls = getattr(torch.optim.lr_scheduler, name, None)
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler)):
-        raise ValueError(f"lr_scheduler.type={name!r}: not a torch.optim.lr_scheduler class (e.g. MultiStepLR)")
+        raise ConfigError(f"lr_scheduler.type={name!r}: not a torch.optim.lr_scheduler class (e.g. MultiStepLR)")
     return cls(optimizer, **_checked_kwargs(cls, spec, "lr_scheduler", ("optimizer",)))
 
 
@@ -119,6 +132,20 @@ def check_optim_config(cfg: Mapping[str, Any]) -> None:
     """Build ``optimizer`` and ``lr_scheduler`` on a dummy parameter so a bad key fails before training."""
     dummy = build_optimizer([nn.Parameter(torch.zeros(1))], cfg["optimizer"])
     build_scheduler(dummy, cfg.get("lr_scheduler"))
+
+
+def train_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Everything wrong with the config for training, as one list (reported at once)."""
+    out = config_problems(cfg)
+    if out:
+        return out
+    out = session_problems(cfg) + network_problems(cfg)
+    out += file_key_problems(cfg, ("pretrain", "pretrained", "resume"), keep=LITE_VALUES)
+    try:
+        check_optim_config(cfg)
+    except ConfigError as exc:
+        out.append(str(exc))
+    return out
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -197,9 +224,17 @@ def check_training_data(cfg: Config) -> dict[str, Path]:
     """Check dataset root, lists, labels and image files of both splits; raise before any training."""
     files = dict(train_list=data_path(cfg, cfg.train_list), val_list=data_path(cfg, cfg.val_list),
                  cls_label=Path(cfg.cls_label))
+    problems = []
     for split in ("train_list", "val_list"):
-        check_data(cfg.voc12_root, files[split], files["cls_label"], img_dir=cfg.get("img_dir", "JPEGImages"),
-                   allow_pickle=bool(cfg.get("allow_pickle", False)))
+        try:
+            check_data(cfg.voc12_root, files[split], files["cls_label"], img_dir=cfg.get("img_dir", "JPEGImages"),
+                       allow_pickle=bool(cfg.get("allow_pickle", False)))
+        except MissingInputError:
+            raise
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise InputError(" | ".join(problems))
     return files
 
 
@@ -293,7 +328,7 @@ def _resume_path(cfg: Config, paths: SessionPaths) -> Path | None:
         return last if last.is_file() else None
     path = Path(str(resume))
     if not path.is_file():
-        raise FileNotFoundError(f"resume={resume}: checkpoint not found")
+        raise MissingInputError(f"resume={resume}: checkpoint not found")
     return path
 
 
@@ -333,19 +368,32 @@ class _RunLog:
 
 
 def train(cfg: Config) -> Path:
-    """Run stage 1 for ``cfg``; returns the path of ``best.pth`` (on every rank)."""
+    """Run stage 1 for ``cfg``; returns the path of ``best.pth`` (on every rank).
+
+    Before any work: every config key and every listed image and label is checked
+    (all problems in one message), the session is locked against a second
+    training, and checkpoints already there are kept unless ``resume=True``
+    (continue) or ``overwrite=True`` (moved aside). Only then is ``config.py`` written.
+    """
+    raise_problems(train_problems(cfg))
+    files = check_training_data(cfg)
     use_cuda = select_device(cfg.get("device", "auto")).type == "cuda"
     info = dist.init_distributed(use_cuda)
     try:
-        return _train(cfg, info)
+        paths = session_paths(cfg)
+        with StageLock(paths, "train", enabled=info.is_main):
+            if info.is_main:
+                check_writable(paths.root)
+                prepare_training_session(paths, cfg.get("resume"), bool(cfg.get("overwrite", False)))
+                save_run_config(cfg.pretty_text, paths, "train")
+            dist.barrier()
+            return _train(cfg, info, files)
     finally:
         dist.cleanup(info)
 
 
-def _train(cfg: Config, info: dist.DistInfo) -> Path:
+def _train(cfg: Config, info: dist.DistInfo, files: Mapping[str, Path]) -> Path:
     paths = session_paths(cfg)
-    files = check_training_data(cfg)  # fail before building anything
-    check_optim_config(cfg)
     device = select_device(cfg.get("device", "auto"), info.local_rank)
     set_deterministic(bool(cfg.get("deterministic", False)))
     seed = int(cfg.random_seed)
@@ -362,7 +410,8 @@ def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[s
     resume_from = _resume_path(cfg, paths)
     if cfg.get("resume") and resume_from is None:
         log.info(f"resume=True but {paths.model_dir / 'last.pth'} does not exist: starting from scratch")
-    model = build_model_from_cfg(cfg, load_pretrained=resume_from is None)
+    ckpt = load_checkpoint(resume_from) if resume_from is not None else None
+    model, spec = _initial_model(cfg, ckpt, resume_from)
     finetune = bool(cfg.get("finetune", False))
     trainable = freeze_backbone(model) if finetune else [n for n, _ in model.named_parameters()]
     channels_last = bool(cfg.get("channels_last", True)) and not is_vit(model)
@@ -377,8 +426,7 @@ def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[s
     train_loader, batches, val_loader = build_loaders(cfg, files, info.rank, info.world_size, device.type == "cuda")
     steps_per_epoch = batches.steps_per_epoch()
     state = TrainState()
-    if resume_from is not None:
-        ckpt = load_checkpoint(resume_from)
+    if ckpt is not None:
         state = _restore(ckpt, model, optimizer, scheduler, scaler, steps_per_epoch, info.world_size, resume_from)
         log.info(f"resumed from {resume_from}: epoch {state.epoch}, step {state.step} (+{state.epoch_step} in epoch)")
         if info.rank > 0:  # the checkpoint holds rank 0's RNG; other ranks need their own streams
@@ -386,6 +434,7 @@ def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[s
     else:
         seed_everything(seed + info.rank)  # ranks draw different dropout masks
     config_text = cfg.pretty_text
+    inputs = {k: file_record(v) for k, v in files.items()}
 
     net: nn.Module = model
     if cfg.get("compile", False):
@@ -398,17 +447,18 @@ def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[s
             device, seed, info.world_size, network=cfg.network, batch_size=int(cfg.batch_size),
             steps_per_epoch=steps_per_epoch, amp_bf16=amp, channels_last=channels_last,
             compile=bool(cfg.get("compile", False)), finetune=finetune, trainable_params=len(trainable),
+            num_params=sum(p.numel() for p in model.parameters()), arch=spec.to_dict(), inputs=inputs,
             num_workers=resolve_num_workers(cfg.num_workers), resumed_from=str(resume_from) if resume_from else None))
         log.info(f"training {cfg.network} on {device} x{info.world_size}: {steps_per_epoch} steps/epoch, "
                  f"{cfg.max_epoches} epochs, batch {cfg.batch_size}/rank, finetune={finetune}")
 
     ctx = _Loop(cfg, info, paths, device, net, model, optimizer, scheduler, scaler, train_loader, batches,
-                val_loader, log, amp, channels_last, finetune, steps_per_epoch, config_text, state)
+                val_loader, log, amp, channels_last, finetune, steps_per_epoch, config_text, state, spec, inputs)
     try:
         ctx.run()
     except torch.OutOfMemoryError as exc:
         bs = int(cfg.batch_size)
-        raise RuntimeError(
+        raise ConfigError(
             f"out of memory with batch_size={bs} at epoch {state.epoch + 1}, step {state.step + 1}: reduce "
             f"the batch size, e.g. --options batch_size={max(1, bs // 2)} (and optimizer.lr in proportion)"
         ) from exc
@@ -416,17 +466,26 @@ def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[s
     return paths.model_dir / "best.pth"
 
 
+def _initial_model(cfg: Config, ckpt: Mapping[str, Any] | None, path: Path | None) -> tuple[nn.Module, ModelSpec]:
+    """A fresh model with its initial weights, or (resume) the checkpoint's architecture rebuilt from its record."""
+    if ckpt is None:
+        model = build_model_from_cfg(cfg)
+        return model, describe_model(model, cfg)
+    spec, _ = read_spec(ckpt, cfg, path)
+    return build_from_spec(spec), spec
+
+
 def _restore(ckpt: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler,
              steps_per_epoch: int, world: int, path: Path) -> TrainState:
     epoch_step = int(ckpt.get("epoch_step", 0))
     if epoch_step and (ckpt.get("steps_per_epoch"), ckpt.get("world_size")) != (steps_per_epoch, world):
-        raise ValueError(
+        raise ConfigError(
             f"{path}: a mid-epoch checkpoint of a run with {ckpt.get('steps_per_epoch')} steps/epoch on "
             f"{ckpt.get('world_size')} process(es); this run has {steps_per_epoch} on {world}. Keep batch_size, "
             "max_steps_per_epoch and the process count, or resume from an epoch_XXX.pth"
         )
-    unwrap_model(model).load_state_dict(ckpt["model"])
+    strict_load(model, state_dict_of(ckpt), path)
     if ckpt.get("optimizer"):
         optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt.get("scheduler"):
@@ -462,6 +521,8 @@ class _Loop:
     steps_per_epoch: int
     config_text: str
     state: TrainState
+    spec: ModelSpec
+    inputs: dict
 
     def run(self) -> None:
         max_epochs = int(self.cfg.max_epoches)
@@ -562,6 +623,6 @@ class _Loop:
                 epoch=st.epoch, step=st.step, epoch_step=st.epoch_step, steps_per_epoch=self.steps_per_epoch,
                 world_size=self.info.world_size, rng=capture_rng_state(), val_loss=st.val_loss,
                 best_val_loss=None if math.isinf(st.best_val_loss) else st.best_val_loss,
-                network=str(self.cfg.network), config=self.config_text,
+                network=str(self.cfg.network), config=self.config_text, arch=self.spec.to_dict(), inputs=self.inputs,
             ))
         st.last_checkpoint = path

@@ -13,6 +13,7 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
+from ..errors import ConfigError
 from . import EXPLAINERS
 
 
@@ -24,12 +25,12 @@ def classifier_weight(model: nn.Module) -> torch.Tensor:
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     weight = getattr(head, "weight", None)
     if not isinstance(head, (nn.Linear, nn.Conv2d)) or weight is None:
-        raise ValueError(
+        raise ConfigError(
             f"CAM needs a linear classifier from model.get_classifier(); {type(model).__name__} "
             f"has {type(head).__name__}. Use cam_method=gradcam for this model."
         )
     if isinstance(head, nn.Conv2d) and head.kernel_size != (1, 1):
-        raise ValueError(f"CAM needs a 1x1 convolution classifier, got kernel {head.kernel_size}")
+        raise ConfigError(f"CAM needs a 1x1 convolution classifier, got kernel {head.kernel_size}")
     return weight.reshape(weight.shape[0], -1)
 
 
@@ -54,7 +55,7 @@ def check_gap_linear_head(model: nn.Module, features: torch.Tensor, weight: torc
     logits = model.forward_head(features)
     scale = float(expected.abs().max().clamp(min=1.0))
     if logits.shape != expected.shape or not torch.allclose(logits, expected, rtol=1e-3, atol=1e-4 * scale):
-        raise ValueError(
+        raise ConfigError(
             f"CAM (Eq. 5) needs global average pooling followed directly by the linear classifier, "
             f"but {type(model).__name__}.forward_head does something else (a norm, a conv or another "
             "pooling after the features). Use cam_method=gradcam (or layercam) for this model."
@@ -78,7 +79,7 @@ class CAM:
         """images [B, 3, h, w] -> ReLU'd class maps [B, num_classes, h', w'] on the feature grid."""
         features = self.model.forward_features(images)
         if features.ndim != 4:
-            raise ValueError(
+            raise ConfigError(
                 f"CAM needs a [B, C, h, w] feature map from forward_features, got {tuple(features.shape)} "
                 f"({type(self.model).__name__} is not a CNN; use a ViT method)"
             )

@@ -19,6 +19,7 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
+from ..errors import ConfigError
 from . import EXPLAINERS
 
 SCORECAM_BATCH = 64
@@ -72,7 +73,7 @@ class _PackageCAM:
         with torch.no_grad():
             features = self.model.forward_features(images)
         if features.ndim != 4:
-            raise ValueError(f"{self.package_class} needs a [B, C, h, w] feature map, got {tuple(features.shape)}")
+            raise ConfigError(f"{self.package_class} needs a [B, C, h, w] feature map, got {tuple(features.shape)}")
         return features.float().repeat_interleave(counts, dim=0).requires_grad_(True)
 
     def explain(self, images: torch.Tensor, classes: Sequence[Sequence[int]]) -> list[torch.Tensor]:

@@ -16,6 +16,7 @@ import torch
 from mmengine.config import Config
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from . import EXPLAINERS
 from .vit_relevance import (
     upcast,
@@ -123,7 +124,7 @@ class ViTExplainer:
     def explain(self, images: Tensor, classes: Sequence[Sequence[int]]) -> list[Tensor]:
         """images [B, 3, h, w] (normalised), classes[i]: 0-based ids -> per image [K_i, grid h, grid w]."""
         if images.ndim != 4 or images.shape[0] != len(classes):
-            raise ValueError(
+            raise ConfigError(
                 f"{type(self).__name__}.explain: images must be [B, 3, h, w] with one class list per image; "
                 f"got images {tuple(images.shape)} and {len(classes)} class lists"
             )

@@ -34,6 +34,8 @@ from timm.layers import Attention, Mlp
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 #: The stabiliser of every relevance division (Chefer's ``safe_divide``).
 EPS = 1e-9
 
@@ -52,29 +54,29 @@ def check_vit(model: nn.Module, lrp: bool = False) -> None:
     name = type(model).__name__
     blocks = getattr(model, "blocks", None)
     if blocks is None or not hasattr(model, "patch_embed") or len(blocks) == 0:
-        raise ValueError(f"ViT relevance needs a timm VisionTransformer (blocks, patch_embed); got {name}")
+        raise ConfigError(f"ViT relevance needs a timm VisionTransformer (blocks, patch_embed); got {name}")
     if not getattr(model, "has_class_token", False) or getattr(model, "global_pool", None) != "token":
-        raise ValueError(
+        raise ConfigError(
             f"ViT relevance reads the class-token row: {name} needs a class token and "
             f"global_pool='token' (has_class_token={getattr(model, 'has_class_token', None)}, "
             f"global_pool={getattr(model, 'global_pool', None)!r})"
         )
     if getattr(model, "attn_pool", None) is not None:
-        raise ValueError(f"ViT relevance does not support attention pooling heads ({name}.attn_pool)")
+        raise ConfigError(f"ViT relevance does not support attention pooling heads ({name}.attn_pool)")
     for i, blk in enumerate(blocks):
         if not isinstance(blk, Block) or type(blk.attn) is not Attention:
-            raise ValueError(
+            raise ConfigError(
                 f"ViT relevance needs timm Block with the standard Attention; block {i} of {name} is "
                 f"{type(blk).__name__} with {type(getattr(blk, 'attn', None)).__name__}"
             )
         if lrp and (type(blk.mlp) is not Mlp or blk.attn.gate is not None):
-            raise ValueError(
+            raise ConfigError(
                 f"transformer_attribution needs the plain Mlp and ungated attention; block {i} of {name} "
                 f"has {type(blk.mlp).__name__}, gate={blk.attn.gate is not None}"
             )
     if lrp and not isinstance(model.get_classifier(), nn.Linear):
         head = type(model.get_classifier()).__name__
-        raise ValueError(f"transformer_attribution needs a linear head; {name} has {head}")
+        raise ConfigError(f"transformer_attribution needs a linear head; {name} has {head}")
 
 
 def token_grid(model: nn.Module, image_hw: tuple[int, int]) -> tuple[int, int]:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .calibration import check_labels, check_probs, ml_accuracy
+
+if TYPE_CHECKING:  # torch is imported where a loss is computed, so CSV-only tools stay light
+    import torch
 
 
 def check_logits(logits: np.ndarray) -> np.ndarray:
@@ -38,6 +40,8 @@ def multilabel_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     with ``reduction='none'``), stable for large |x|, in the inputs' dtype. The training
     objective and the evaluation metric both use this function.
     """
+    import torch.nn.functional as F
+
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none").mean(dim=1)
 
 
@@ -45,6 +49,8 @@ def per_sample_loss(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Eq. 7 (:func:`multilabel_bce`) on numpy arrays, in float64, after validating them."""
     x = check_logits(logits)
     y = check_labels(labels, x.shape).astype(np.float64)
+    import torch
+
     return multilabel_bce(torch.from_numpy(x), torch.from_numpy(y)).numpy()
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.voc import NUM_CLASSES
+from ..errors import InputError, MissingInputError
 from ..io import atomic_path
 from .calibration import check_labels, ml_confidence
 from .classification import check_logits, binary_entropy, per_sample_loss, sigmoid
@@ -29,6 +30,12 @@ PER_SAMPLE_COLUMNS: tuple[str, ...] = (
 VICE_COLUMNS: tuple[str, ...] = ("name_image", "loss", "miou")
 #: What compute_ECE.py needs.
 ECE_COLUMNS: tuple[str, ...] = ("name_image", "label") + PROB_COLUMNS
+_UNIT = (0.0, 1.0)
+#: Allowed range (inclusive) of each numeric column a reader checks; other columns: finite or NaN.
+COLUMN_RANGES: dict[str, tuple[float, float]] = {
+    "loss": (0.0, np.inf), "confidence": _UNIT, "entropy": (0.0, float(np.log(2.0)) + 1e-12),
+    "miou": _UNIT, "ji_reference": _UNIT, "ji_paper": _UNIT, **{c: _UNIT for c in PROB_COLUMNS},
+}
 
 
 def format_ids(row: np.ndarray) -> str:
@@ -42,12 +49,15 @@ def parse_ids(text: object, num_classes: int = NUM_CLASSES) -> list[int]:
         return []
     tokens = re.sub(r"[\[\],]", " ", str(text)).split()
     try:
-        ids = [int(float(t)) for t in tokens]
+        values = [float(t) for t in tokens]
     except ValueError:
-        raise ValueError(f"not a list of class ids: {text!r}") from None
+        raise InputError(f"not a list of class ids: {text!r}") from None
+    if any(v != int(v) for v in values):
+        raise InputError(f"class ids must be integers, got {text!r}")
+    ids = [int(v) for v in values]
     bad = [i for i in ids if not 0 <= i < num_classes]
     if bad:
-        raise ValueError(f"class ids {bad} outside 0..{num_classes - 1} in {text!r}")
+        raise InputError(f"class ids {bad} outside 0..{num_classes - 1} in {text!r}")
     return ids
 
 
@@ -55,7 +65,10 @@ def ids_to_multi_hot(texts: Sequence[object], num_classes: int = NUM_CLASSES) ->
     """A column of id strings to a 0/1 matrix [N, C]."""
     out = np.zeros((len(texts), num_classes), np.int64)
     for i, text in enumerate(texts):
-        out[i, parse_ids(text, num_classes)] = 1
+        try:
+            out[i, parse_ids(text, num_classes)] = 1
+        except InputError as exc:
+            raise InputError(f"row {i + 1}: {exc}") from None
     return out
 
 
@@ -125,54 +138,119 @@ def per_image_ji(
 def read_per_sample_csv(
     path: str | os.PathLike, columns: Sequence[str] = PER_SAMPLE_COLUMNS, dropna: bool = False
 ) -> pd.DataFrame:
-    """Read a per-sample CSV and check that ``columns`` exist and hold no NaN.
+    """Read a per-sample CSV and check ``columns``: present, numeric, in range, no NaN, no repeated image.
 
     ``label``/``prediction`` stay strings (empty string for no class); numeric
-    columns must parse as numbers. Errors name the file, the column and rows.
-    ``dropna=True`` drops rows with a NaN in a numeric column of ``columns`` (e.g.
-    images without valid mask pixels) with a warning instead; ``df.attrs["n_dropped"]``.
+    columns must parse as numbers within :data:`COLUMN_RANGES`. Errors name the
+    file, the column, the 1-based data row and the value. ``dropna=True`` drops
+    rows with a NaN in a numeric column of ``columns`` (e.g. images without valid
+    mask pixels) with a warning instead; ``df.attrs["n_dropped"]``.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: per-sample CSV not found")
+        raise MissingInputError(f"{path}: per-sample CSV not found")
     try:
         df = pd.read_csv(path, dtype={"label": str, "prediction": str, "name_image": str},
                          keep_default_na=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV ({exc})") from exc
+        raise InputError(f"{path}: not a readable CSV ({' '.join(str(exc).split())})") from exc
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
+        raise InputError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
     if df.empty:
-        raise ValueError(f"{path}: no rows")
+        raise InputError(f"{path}: no rows")
     for col in ("label", "prediction"):
         if col in df.columns:
             df[col] = df[col].fillna("")  # an empty id list is written as an empty field
-    if "name_image" in columns and df["name_image"].isna().any():
-        raise ValueError(f"{path}: column name_image has empty entries (rows {_rows(df['name_image'].isna())})")
+    if "name_image" in df.columns:
+        _check_names(path, df["name_image"])
     numeric = [c for c in columns if c not in ("name_image", "label", "prediction")]
     for col in numeric:
         values = pd.to_numeric(df[col], errors="coerce")
-        if (values.isna() & df[col].notna()).any():
-            raise ValueError(f"{path}: column {col!r} has non-numeric values "
-                             f"(rows {_rows(values.isna() & df[col].notna())})")
+        bad = values.isna() & df[col].notna()
+        if bad.any():
+            row = _rows(bad)[0]
+            raise InputError(f"{path}: row {row}: column {col!r} = {df[col].iloc[row - 1]!r} is not a number")
         df[col] = values.astype(np.float64)
+        _check_range(path, col, df[col])
     bad = df[numeric].isna().any(axis=1) if numeric else pd.Series(False, index=df.index)
     n_dropped = int(bad.sum())
     if n_dropped and not dropna:
         col = next(c for c in numeric if df[c].isna().any())
-        raise ValueError(f"{path}: column {col!r} has NaN values (rows {_rows(df[col].isna())}); "
+        raise InputError(f"{path}: column {col!r} has NaN values (rows {_rows(df[col].isna())}); "
                          "drop them explicitly if intended (e.g. compute_VICE.py --drop_nan)")
     if n_dropped:
         warnings.warn(f"{path}: dropping {n_dropped} row(s) with NaN in {numeric} (rows {_rows(bad)})",
                       stacklevel=2)
         df = df[~bad].reset_index(drop=True)
         if df.empty:
-            raise ValueError(f"{path}: no rows left after dropping NaN")
+            raise InputError(f"{path}: no rows left after dropping NaN")
     df.attrs["n_dropped"] = n_dropped
     return df
+
+
+def _check_names(path: Path, names: pd.Series) -> None:
+    if names.isna().any():
+        raise InputError(f"{path}: column name_image has empty entries (rows {_rows(names.isna())})")
+    dup = names.duplicated(keep="first")
+    if dup.any():
+        row = _rows(dup)[0]
+        first = int(np.flatnonzero((names == names.iloc[row - 1]).to_numpy())[0]) + 1
+        raise InputError(f"{path}: row {row}: image {names.iloc[row - 1]!r} appears twice (first at row {first}); "
+                         "each image must have one row")
+
+
+def _check_range(path: Path, col: str, values: pd.Series) -> None:
+    v = values.to_numpy()
+    lo, hi = COLUMN_RANGES.get(col, (-np.inf, np.inf))
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(v) if np.isinf(lo) and np.isinf(hi) else ~np.isnan(v) & ((v < lo) | (v > hi) | np.isinf(v))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + 1
+        what = "finite" if np.isinf(lo) and np.isinf(hi) else f"in [{lo:g}, {hi:g}]"
+        raise InputError(f"{path}: row {row}: column {col!r} = {v[row - 1]!r} must be {what} "
+                         f"({int(bad.sum())} row(s) out of range)")
 
 
 def _rows(mask: pd.Series) -> list[int]:
     """First few offending data rows, 1-based as a spreadsheet after the header."""
     return (np.flatnonzero(mask.to_numpy())[:5] + 1).tolist()
+
+
+# ------------------------------------------------------------------ provenance
+def csv_meta_path(csv: str | os.PathLike) -> Path:
+    """The record beside a per-sample CSV: ``per_sample.csv`` -> ``per_sample.meta.json``."""
+    return Path(csv).with_suffix(".meta.json")
+
+
+def write_csv_meta(csv: str | os.PathLike, record: dict) -> Path:
+    """Write the CSV's record (what it was computed from), with the sha256 of the CSV as written."""
+    from ..io import write_json_atomic
+    from ..provenance import sha256_file
+
+    return write_json_atomic(csv_meta_path(csv), {"csv": Path(csv).name, "csv_sha256": sha256_file(csv), **record})
+
+
+def read_csv_provenance(csv: str | os.PathLike) -> dict:
+    """What a per-sample CSV came from: ``csv_sha256`` always; ``weights_sha256``, ``maps`` and the rest
+    from its record when the record matches the CSV. A CSV without a record (the original's, or one
+    edited by hand) gets ``record: "none"`` / ``"does not match the CSV"`` and a warning."""
+    from ..provenance import sha256_file
+
+    csv = Path(csv)
+    digest = sha256_file(csv)
+    meta_path = csv_meta_path(csv)
+    if not meta_path.is_file():
+        warnings.warn(f"{csv}: no {meta_path.name} beside it, so the weights it came from are unknown", stacklevel=2)
+        return {"csv": str(csv), "csv_sha256": digest, "record": "none"}
+    from ..io import read_json_object
+
+    record = read_json_object(meta_path, "a valid per-sample record")
+    if record.get("csv_sha256") != digest:
+        warnings.warn(f"{csv}: changed since {meta_path.name} was written (sha256 differs), so the weights it came "
+                      "from are unknown; rerun the per-sample stage to restore the record", stacklevel=2)
+        return {"csv": str(csv), "csv_sha256": digest, "record": "does not match the CSV"}
+    weights = record.get("weights") or {}
+    return {"csv": str(csv), "csv_sha256": digest, "record": meta_path.name,
+            "weights_sha256": weights.get("sha256"), "maps_stamp": (record.get("maps") or {}).get("stamp"),
+            "ji_definition": (record.get("settings") or {}).get("ji_definition")}

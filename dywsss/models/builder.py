@@ -1,7 +1,8 @@
 """Build any timm classifier with 20 outputs and load backbone weights.
 
-``pretrained`` may be ``True`` (timm's hub weights), ``False``, ``"lite0_package"``
-(offline ImageNet weights for ``efficientnet_lite0``) or a local checkpoint
+``pretrained`` may be ``True`` (timm's hub weights), ``False``, ``"lite_package"``
+(offline ImageNet weights for ``efficientnet_lite0/1/2``; ``"lite0_package"`` is
+the older name for Lite0) or a local checkpoint
 file: a plain state dict or one of the usual wrappers of self-supervised
 training code (``state_dict`` / ``model`` / ``teacher`` entries, ``module.`` /
 ``backbone.`` / ``base_encoder.`` prefixes). Only the classifier may be left
@@ -22,11 +23,10 @@ import timm
 import torch
 from torch import nn
 
-from .lite0 import load_lite0_package
+from ..errors import ConfigError, InputError, MissingInputError
+from .lite import LITE0_PACKAGE, LITE_PACKAGE, LITE_VALUES, check_lite_network, load_lite_package
 
 LOG = logging.getLogger(__name__)
-
-LITE0_PACKAGE = "lite0_package"
 # Entries that hold the weights in checkpoints of common training code; the
 # first present one is used (DINO: teacher; ours / MoCo / mmselfsup: model, state_dict).
 WRAPPER_KEYS: tuple[str, ...] = ("teacher", "state_dict", "model", "module", "net")
@@ -34,7 +34,7 @@ WRAPPER_KEYS: tuple[str, ...] = ("teacher", "state_dict", "model", "module", "ne
 WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.", "base_encoder.", "backbone.", "encoder_q.")
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(InputError):
     """A checkpoint does not fit the model beyond its classifier."""
 
 
@@ -98,7 +98,15 @@ def _as_pretrained(value: Any) -> bool | str:
         return value.lower() == "true"
     if isinstance(value, (str, os.PathLike)):
         return str(value)
-    raise TypeError(f"pretrained must be True, False, {LITE0_PACKAGE!r} or a checkpoint path, got {value!r}")
+    raise ConfigError(f"pretrained={value!r}: expected True, False, {LITE_PACKAGE!r} or a checkpoint path")
+
+
+def create_timm_model(network: str, num_classes: int, kwargs: Mapping[str, Any]) -> nn.Module:
+    """``timm.create_model`` without weights; bad keyword arguments become a :class:`ConfigError`."""
+    try:
+        return timm.create_model(network, pretrained=False, num_classes=num_classes, **dict(kwargs))
+    except TypeError as exc:
+        raise ConfigError(f"model_kwargs={dict(kwargs)!r}: not accepted by timm {network} ({exc})") from exc
 
 
 def build_model(network: str, pretrained: bool | str = False, num_classes: int = 20, **kwargs: Any) -> nn.Module:
@@ -110,21 +118,23 @@ def build_model(network: str, pretrained: bool | str = False, num_classes: int =
     pretrained = _as_pretrained(pretrained)
     if not timm.is_model(network):
         close = difflib.get_close_matches(network, timm.list_models(), n=5, cutoff=0.6)
-        raise ValueError(f"network={network!r}: not a timm model" + (f" (similar: {', '.join(close)})" if close else ""))
+        raise ConfigError(f"network={network!r}: not a timm model" + (f" (similar: {', '.join(close)})" if close else ""))
     if pretrained is True:
         # timm replaces the 1000-class head by a fresh num_classes one.
         try:
             return timm.create_model(network, pretrained=True, num_classes=num_classes, **kwargs)
         except (OSError, RuntimeError) as exc:  # hub unreachable, file not in the cache
-            raise RuntimeError(
+            raise ConfigError(
                 f"network={network!r}, pretrained=True: timm could not get its pretrained weights ({exc}). "
                 "Without network access, pass --options pretrained=/path/to/checkpoint.pth (a state dict or "
                 "a wrapped checkpoint) or place the weights in the Hugging Face cache (HF_HUB_OFFLINE=1)."
             ) from exc
-    model = timm.create_model(network, pretrained=False, num_classes=num_classes, **kwargs)
-    if pretrained == LITE0_PACKAGE:
-        load_lite0_package(model)
-        LOG.info("loaded offline EfficientNet-Lite0 ImageNet weights (package %s)", LITE0_PACKAGE)
+    if pretrained in LITE_VALUES:
+        check_lite_network(network, str(pretrained))
+    model = create_timm_model(network, num_classes, kwargs)
+    if pretrained in LITE_VALUES:
+        load_lite_package(model, network)
+        LOG.info("loaded offline %s ImageNet weights (package)", network)
     elif pretrained:
         report = load_backbone_checkpoint(model, pretrained)
         LOG.info(report.summary())
@@ -151,17 +161,17 @@ def read_state_dict_file(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load(weights_only=True)`` of a checkpoint file, errors naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint file not found")
+        raise MissingInputError(f"{path}: checkpoint file not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for non-tensor objects, EOFError/RuntimeError when truncated
-        raise ValueError(
+        raise InputError(
             f"{path}: cannot read as a weights-only checkpoint ({type(exc).__name__}: {str(exc)[:300]}). "
             "If it also stores Python objects (e.g. argparse args), save its state dict alone: "
             "torch.save(ckpt['state_dict'], 'weights.pth') in a trusted session."
         ) from exc
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
+        raise InputError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
     return dict(obj)
 
 

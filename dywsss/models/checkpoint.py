@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..io import atomic_path
 from .builder import read_state_dict_file, unwrap_model
 
@@ -53,7 +54,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     ckpt = read_state_dict_file(path)
     missing = [k for k in ("model", "epoch", "step") if k not in ckpt]
     if missing:
-        raise ValueError(f"{path}: not a training checkpoint (no {', '.join(missing)}; keys: {', '.join(list(ckpt)[:8])})")
+        raise InputError(f"{path}: not a training checkpoint (no {', '.join(missing)}; keys: {', '.join(list(ckpt)[:8])})")
     return ckpt
 
 
@@ -65,14 +66,14 @@ def _strip(sd: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load a training checkpoint (dict with ``model``) or a plain state dict, strictly.
-
-    Used by the map and per-sample stages; a mismatch names the file and the keys.
-    """
-    obj = read_state_dict_file(path)
+def state_dict_of(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights of a training checkpoint (its ``model`` entry) or of a plain state dict, unprefixed."""
     sd = obj["model"] if isinstance(obj.get("model"), Mapping) else obj
-    sd = _strip({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)})
+    return _strip({k: v for k, v in sd.items() if isinstance(v, torch.Tensor)})
+
+
+def strict_load(model: nn.Module, sd: Mapping[str, torch.Tensor], path: str | os.PathLike) -> nn.Module:
+    """Load every weight of ``model`` from ``sd``; a mismatch names the file and the keys."""
     target = unwrap_model(model)
     own = target.state_dict()
     missing = [k for k in own if k not in sd]
@@ -81,9 +82,15 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     if missing or unexpected or shapes:
         parts = [f"{name}: {', '.join(keys[:6])}" + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
                  for name, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys]
-        raise RuntimeError(f"{path}: weights do not fit {type(target).__name__} ({'; '.join(parts)})")
-    target.load_state_dict(sd, strict=True)
+        raise InputError(f"{path}: weights do not fit {type(target).__name__} ({'; '.join(parts)}); "
+                         "is it a checkpoint of this network?")
+    target.load_state_dict(dict(sd), strict=True)
     return model
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a training checkpoint (dict with ``model``) or a plain state dict into ``model``, strictly."""
+    return strict_load(model, state_dict_of(read_state_dict_file(path)), path)
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -20,9 +20,11 @@ import pandas as pd
 from PIL import Image
 
 from ..data.voc import CLASS_NAMES, IGNORE_INDEX, image_path, load_image, load_mask, palette_rgb
+from ..errors import InputError
 from ..io import write_text_atomic
 from ..mapfile import load_maps
 from ..metrics.segmentation import maps_to_mask
+from ..provenance import short_hash
 from .summary import FIGURES, PRODUCER, RunNotFinished, RunSummary, format_metric, load_run
 
 PathLike = str | os.PathLike
@@ -111,7 +113,7 @@ def png_data_uri(data: bytes | PathLike | np.ndarray) -> str:
             raise RunNotFinished(f"{path}: figure not found (written by {PRODUCER.get(path.name, 'a stage')})")
         raw = path.read_bytes()
         if not raw.startswith(PNG_MAGIC):
-            raise ValueError(f"{path}: not a PNG file")
+            raise InputError(f"{path}: not a PNG file")
     return "data:image/png;base64," + base64.b64encode(raw).decode("ascii")
 
 
@@ -174,12 +176,12 @@ def read_per_sample(path: PathLike) -> pd.DataFrame:
     df = pd.read_csv(path, dtype={"name_image": str, "label": str, "prediction": str}, keep_default_na=False)
     missing = [c for c in PER_SAMPLE_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
     for col in ("loss", "miou"):
         try:  # empty cells become NaN (an undefined JI); text is an error
             df[col] = pd.to_numeric(df[col].replace("", np.nan), errors="raise")
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: column {col!r} has non-numeric values ({exc})") from exc
+            raise InputError(f"{path}: column {col!r} has non-numeric values ({exc})") from exc
     return df
 
 
@@ -379,7 +381,8 @@ def build_report(run: RunSummary, k: int = 4, galleries: bool = True) -> str:
         f"<title>VICE report: {_esc(session)}</title><style>{CSS}</style></head><body>",
         f'<h1>VICE report: <span data-key="session">{_esc(session)}</span></h1>',
         f'<p class="sub">{_esc(model)} &middot; list <code>{_esc(run.list_stem)}</code> &middot; weights '
-        f"<code>{_esc(run.weights_stem)}</code> &middot; generated {now}</p>",
+        f'<code>{_esc(run.weights_stem)}</code> (sha256 <code data-key="weights_sha256">'
+        f'{_esc(short_hash(run.provenance.get("weights_sha256")))}</code>) &middot; generated {now}</p>',
         '<nav><a href="#metrics">metrics</a><a href="#how-to-read">how to read</a><a href="#figures">figures</a>'
         '<a href="#low_loss_poor_map">low loss, poor maps</a><a href="#high_loss_good_map">high loss, good maps</a>'
         '<a href="#settings">settings</a></nav>',
@@ -394,8 +397,20 @@ def build_report(run: RunSummary, k: int = 4, galleries: bool = True) -> str:
                                    thresh))
         parts.append(_gallery_html(run, "high_loss_good_map", "High loss, good maps",
                                    chosen["high_loss_good_map"], thresh))
-    parts += [_settings_html(run), _files_html(run), "</body></html>"]
+    parts += [_settings_html(run), _provenance_html(run), _files_html(run), "</body></html>"]
     return "\n".join(parts)
+
+
+def _provenance_html(run: RunSummary) -> str:
+    """Which weights, maps and CSV the numbers come from (all checked against each other by ``load_run``)."""
+    prov = run.provenance
+    rows = [("weights", run.weights_file, prov.get("weights_sha256")),
+            ("maps record (stamp)", run.cam_dir / "maps_meta.json", prov.get("maps_stamp")),
+            ("per-sample CSV", run.per_sample_csv, prov.get("csv_sha256"))]
+    body = "".join(f'<tr><th>{label}</th><td><code>{_esc(path)}</code></td><td><code title="{_esc(h or "")}">'
+                   f"{_esc(short_hash(h))}</code></td></tr>" for label, path, h in rows)
+    return (f'<section id="provenance"><h2>Provenance</h2><p class="sub">sha256 of the inputs; chain '
+            f'{_esc(prov.get("status", "unchecked"))}</p><table>{body}</table></section>')
 
 
 def _files_html(run: RunSummary) -> str:

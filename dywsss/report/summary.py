@@ -6,13 +6,14 @@ numbers, formatted the same way.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from mmengine.config import Config
 
 from ..config import SessionPaths
+from ..errors import InputError, MissingInputError, StaleError
 from ..io import read_json_object
 
 PathLike = str | os.PathLike
@@ -54,7 +55,7 @@ METRIC_SOURCES: dict[str, tuple[str, str]] = {
 PERCENT_KEYS = frozenset({"map", "acc_ml", "ece_ml", "best_miou"})
 
 
-class RunNotFinished(FileNotFoundError):
+class RunNotFinished(MissingInputError):
     """A run directory lacks an output of a later stage."""
 
 
@@ -69,6 +70,8 @@ class RunSummary:
     ji_curve: dict
     ece: dict
     vice: dict
+    #: sha256 of the weights, maps record, CSV and the chain's status (:func:`check_chain`)
+    provenance: dict = field(default_factory=dict)
 
     @property
     def eval_dir(self) -> Path:
@@ -126,7 +129,7 @@ def read_summary(path: PathLike) -> dict:
     data = read_json_object(path)
     missing = [k for k in REQUIRED_KEYS.get(path.name, ()) if k not in data]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {', '.join(missing)}")
+        raise InputError(f"{path}: missing key(s) {', '.join(missing)}")
     return data
 
 
@@ -138,7 +141,7 @@ def read_run_config(root: PathLike) -> Config:
     try:
         return Config.fromfile(str(path))
     except Exception as exc:  # mmengine raises SyntaxError, KeyError, ...
-        raise ValueError(f"{path}: unreadable config ({exc})") from exc
+        raise InputError(f"{path}: unreadable config ({exc})") from exc
 
 
 def pick_eval(root: PathLike, cfg: Mapping[str, Any], list_name: str | None, weights: str | None) -> tuple[str, str]:
@@ -162,16 +165,80 @@ def load_run(root: PathLike, list_name: str | None = None, weights: str | None =
     """Read a finished run; :class:`RunNotFinished` names the first missing output."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: run directory not found")
+        raise MissingInputError(f"{root}: run directory not found")
     cfg = read_run_config(root)
     lst, wts = pick_eval(root, cfg, list_name, weights)
     paths = SessionPaths(root)
     eval_dir = paths.eval_dir(lst, wts)
     if not eval_dir.is_dir():
         raise RunNotFinished(f"{eval_dir}: no evaluation for list {lst!r} and weights {wts!r}")
-    return RunSummary(
+    run = RunSummary(
         paths=paths, cfg=cfg, list_stem=lst, weights_stem=wts,
         ji_curve=read_summary(eval_dir / "ji_curve.json"),
         ece=read_summary(eval_dir / "ece.json"),
         vice=read_summary(eval_dir / "vice.json"),
     )
+    return RunSummary(**{**run.__dict__, "provenance": check_chain(run)})
+
+
+def _redo(stage: str, run: RunSummary) -> str:
+    return (f"redo the {stage} stage (bash run.sh, or scripts/run_stages.py with the run's config, redoes what is "
+            f"stale; or run {PRODUCER.get(stage, stage)} again)")
+
+
+def check_chain(run: RunSummary) -> dict[str, Any]:
+    """Check that every output of the run comes from the current weights and from each other.
+
+    weights file -> maps (``maps_meta.json``, stamps) -> per-sample CSV (its record) -> ECE/VICE (the CSV's
+    sha256); the JI curve -> the maps' stamp. Raises :class:`StaleError` naming the stage to redo; an output
+    without a record (older versions) is reported as ``unknown`` with a warning rather than refused.
+    """
+    import warnings
+
+    from ..mapfile import read_maps_meta
+    from ..mapfile import meta_stamp
+    from ..metrics.per_sample import csv_meta_path
+    from ..provenance import sha256_file, short_hash
+
+    out: dict[str, Any] = {"weights_sha256": sha256_file(run.weights_file) if run.weights_file.is_file() else None}
+    csv_sha = sha256_file(run.per_sample_csv) if run.per_sample_csv.is_file() else None
+    out["csv_sha256"] = csv_sha
+    maps = read_maps_meta(run.cam_dir) if run.cam_dir.is_dir() else None
+    out["maps_stamp"] = meta_stamp(maps) if maps else None
+    if maps and maps.get("weights_sha256") and out["weights_sha256"] and maps["weights_sha256"] != out["weights_sha256"]:
+        raise StaleError(f"{run.cam_dir}: maps from weights {short_hash(maps['weights_sha256'])} but "
+                         f"{run.weights_file} is {short_hash(out['weights_sha256'])}; {_redo('maps', run)}")
+    record_path = csv_meta_path(run.per_sample_csv)
+    record = read_json_object(record_path) if record_path.is_file() else None
+    unknown = []
+    if record is None:
+        unknown.append(str(record_path))
+    else:
+        if record.get("csv_sha256") != csv_sha:
+            raise StaleError(f"{run.per_sample_csv}: changed since its record was written; {_redo('per_sample.csv', run)}")
+        rec_w = (record.get("weights") or {}).get("sha256")
+        if rec_w and out["weights_sha256"] and rec_w != out["weights_sha256"]:
+            raise StaleError(f"{run.per_sample_csv}: computed from weights {short_hash(rec_w)} but {run.weights_file} "
+                             f"is {short_hash(out['weights_sha256'])}; {_redo('per_sample.csv', run)}")
+        rec_stamp = (record.get("maps") or {}).get("stamp")
+        if rec_stamp and out["maps_stamp"] and rec_stamp != out["maps_stamp"]:
+            raise StaleError(f"{run.per_sample_csv}: computed from other maps than {run.cam_dir} holds now; "
+                             f"{_redo('per_sample.csv', run)}")
+    for name, summary in (("ece.json", run.ece), ("vice.json", run.vice)):
+        got = (summary.get("provenance") or {}).get("csv_sha256")
+        if got is None:
+            unknown.append(name)
+        elif got != csv_sha:
+            raise StaleError(f"{run.eval_dir / name}: computed from another version of {run.per_sample_csv.name}; "
+                             f"{_redo(name, run)}")
+    curve_stamp = ((run.ji_curve.get("provenance") or {}).get("maps") or {}).get("stamp")
+    if curve_stamp is None:
+        unknown.append("ji_curve.json")
+    elif out["maps_stamp"] and curve_stamp != out["maps_stamp"]:
+        raise StaleError(f"{run.eval_dir / 'ji_curve.json'}: computed from other maps than {run.cam_dir} holds now; "
+                         f"{_redo('ji_curve.json', run)}")
+    if unknown:
+        warnings.warn(f"{run.paths.root}: no provenance record in {', '.join(unknown)} (made by an older version); "
+                      "cannot check that they come from the current weights", stacklevel=2)
+    out["status"] = "checked" if not unknown else f"unknown for {', '.join(unknown)}"
+    return out

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..errors import ConfigError, InputError, MissingInputError, StaleError
+from ..provenance import short_hash
 from .summary import RunNotFinished, RunSummary, format_metric, load_run
 
 PathLike = str | os.PathLike
@@ -26,6 +28,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("session", "session"), ("model", "model"), ("variant", "variant"), ("params", "params (M)"),
     ("map", "mAP %"), ("acc_ml", "Acc %"), ("ece_ml", "ECE_ML %"), ("vice", "VICE"),
     ("vice_ci", "VICE 95% CI"), ("best_miou", "JI (best mIoU %)"), ("ji_definition", "JI def."),
+    ("weights_sha256", "weights sha256"),
 )
 
 
@@ -39,6 +42,7 @@ class TableRow:
     params: int | None
     metrics: dict[str, Any]
     ji_definition: str
+    weights_sha256: str | None = None
 
 
 def count_params(checkpoint: PathLike) -> int:
@@ -51,14 +55,14 @@ def count_params(checkpoint: PathLike) -> int:
 
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise MissingInputError(f"{path}: checkpoint not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # truncated file, pickle with disallowed globals, ...
-        raise ValueError(f"{path}: cannot read checkpoint ({exc})") from exc
+        raise InputError(f"{path}: cannot read checkpoint ({exc})") from exc
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: no state dict (expected a dict with 'model' or a plain state dict)")
+        raise InputError(f"{path}: no state dict (expected a dict with 'model' or a plain state dict)")
     return sum(int(v.numel()) for k, v in state.items()
                if isinstance(v, torch.Tensor) and not k.endswith(BUFFER_SUFFIXES))
 
@@ -82,7 +86,7 @@ def variant_of(cfg: Any) -> str:
     """What differs from the default recipe, in the paper's terms (Tables 3-5)."""
     parts = []
     pre = cfg.get("pretrain") or cfg.get("pretrained")
-    if isinstance(pre, str) and pre not in ("", "lite0_package"):
+    if isinstance(pre, str) and pre not in ("", "lite0_package", "lite_package"):
         parts.append(f"init {Path(pre).stem}")
     elif pre is False:
         parts.append("from scratch")
@@ -109,6 +113,7 @@ def row_of(run: RunSummary, with_params: bool = True) -> TableRow:
         params=params,
         metrics=run.metrics(),
         ji_definition=run.ji_definition,
+        weights_sha256=run.provenance.get("weights_sha256"),
     )
 
 
@@ -127,6 +132,8 @@ def collect_rows(
             rows.append(row_of(load_run(d, list_name, weights), with_params))
         except RunNotFinished as exc:
             notes.append(f"{d}: unfinished, skipped ({exc})")
+        except StaleError as exc:
+            notes.append(f"{d}: stale, skipped ({exc})")
     return rows, notes
 
 
@@ -146,12 +153,13 @@ def _cells(row: TableRow, numeric: bool) -> dict[str, str]:
     return dict(session=row.session, model=row.model, variant=row.variant, params=params,
                 map=num("map"), acc_ml=num("acc_ml"), ece_ml=num("ece_ml"), vice=num("vice"),
                 vice_ci=f"[{num('vice_ci_low')}, {num('vice_ci_high')}]", vice_ci_low=num("vice_ci_low"),
-                vice_ci_high=num("vice_ci_high"), best_miou=num("best_miou"), ji_definition=row.ji_definition)
+                vice_ci_high=num("vice_ci_high"), best_miou=num("best_miou"), ji_definition=row.ji_definition,
+                weights_sha256=(row.weights_sha256 or "") if numeric else short_hash(row.weights_sha256))
 
 
 _LATEX = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}"}
-TEXT_COLUMNS = frozenset({"session", "model", "variant", "ji_definition"})
+TEXT_COLUMNS = frozenset({"session", "model", "variant", "ji_definition", "weights_sha256"})
 
 
 def _latex_escape(text: str) -> str:
@@ -163,7 +171,7 @@ def format_table(rows: Sequence[TableRow], fmt: str = "md") -> str:
     ``csv`` (full precision in the same units: params as a count, rates in percent, the interval as
     columns ``vice_ci_low, vice_ci_high``)."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown table format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown table format {fmt!r}; choose one of {', '.join(FORMATS)}")
     keys = [k for k, _ in COLUMNS]
     if fmt == "csv":
         keys = [c for k in keys for c in (("vice_ci_low", "vice_ci_high") if k == "vice_ci" else (k,))]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -12,15 +13,24 @@ from ..io import atomic_path
 from ..metrics.calibration import ECEResult
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
-    """Render with Agg (no display, no LaTeX) and write the PNG atomically."""
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150,
+                provenance: Mapping[str, Any] | None = None) -> Path:
+    """Render with Agg (no display, no LaTeX) and write the PNG atomically.
+
+    ``provenance`` (what the figure was made from: input hashes, settings) is stored
+    in the PNG's text chunks (:func:`dywsss.provenance.read_png_provenance` reads it).
+    """
+    from ..provenance import png_metadata
+
     FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight",
+                    metadata=png_metadata(provenance) if provenance else None)
     return Path(path)
 
 
-def plot_reliability(result: ECEResult, acc_ml: float, path: str | os.PathLike, title: str = "") -> Path:
+def plot_reliability(result: ECEResult, acc_ml: float, path: str | os.PathLike, title: str = "",
+                     provenance: Mapping[str, Any] | None = None) -> Path:
     """Two panels: samples per bin (top); mean ML-accuracy per bin against perfect
     calibration (bottom), with ECE_ML and the mean ML-accuracy printed, in percent."""
     fig = Figure(figsize=(5, 6.5))
@@ -49,4 +59,4 @@ def plot_reliability(result: ECEResult, acc_ml: float, path: str | os.PathLike, 
     bottom.text(0.97, 0.05, f"ECE$_{{ML}}$ = {100 * result.ece:.2f}%\nAccuracy = {100 * acc_ml:.2f}%",
                 transform=bottom.transAxes, ha="right", va="bottom", fontsize=11,
                 bbox=dict(facecolor="white", edgecolor="lightgray", alpha=0.8))
-    return save_figure(fig, path)
+    return save_figure(fig, path, provenance=provenance)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -15,7 +16,8 @@ def _vice_label(vice: float | None) -> str:
 
 
 def plot_vice_bins(
-    mean_loss: np.ndarray, mean_ji: np.ndarray, path: str | os.PathLike, title: str = "", vice: float | None = None
+    mean_loss: np.ndarray, mean_ji: np.ndarray, path: str | os.PathLike, title: str = "", vice: float | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Images sorted by loss in equal-count bins: mean JI (line) and mean loss (bars) per bin."""
     idx = np.arange(1, len(mean_loss) + 1)
@@ -30,11 +32,12 @@ def plot_vice_bins(
     ax.legend(loc="upper right")
     ax.text(0.05, 0.93, _vice_label(vice), transform=ax.transAxes, ha="left", va="top", fontsize=13,
             bbox=dict(facecolor="white", edgecolor="lightgray", alpha=0.8))
-    return save_figure(fig, path)
+    return save_figure(fig, path, provenance=provenance)
 
 
 def plot_loss_vs_ji(
-    loss: np.ndarray, ji: np.ndarray, path: str | os.PathLike, title: str = "", vice: float | None = None
+    loss: np.ndarray, ji: np.ndarray, path: str | os.PathLike, title: str = "", vice: float | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """One point per image: per-sample loss (Eq. 7) against per-image JI (Eq. 6)."""
     fig = Figure(figsize=(5.5, 5))
@@ -45,4 +48,4 @@ def plot_loss_vs_ji(
     ax.set_title(title)
     ax.text(0.97, 0.95, f"{_vice_label(vice)}\nn = {len(loss)}", transform=ax.transAxes, ha="right", va="top",
             fontsize=11, bbox=dict(facecolor="white", edgecolor="lightgray", alpha=0.8))
-    return save_figure(fig, path)
+    return save_figure(fig, path, provenance=provenance)
