@@ -16,6 +16,7 @@ import pytest
 from dywsss.data.voc import VOC_PALETTE
 from dywsss.report.html import render_panels, select_gallery, vice_contributions, write_report
 from dywsss.report.summary import RunNotFinished, load_run
+from dywsss.errors import MissingInputError
 from report_fixtures import make_data, make_run
 
 NAMES = [f"im{i:02d}" for i in range(16)]
@@ -89,8 +90,8 @@ def test_cli_writes_the_report(run, tmp_path, capsys):
     assert make_report.main([str(run), "--list", "val", "--weights", "best", "--out", str(out)]) == 0
     assert str(out) in capsys.readouterr().out and out.read_text().startswith("<!DOCTYPE html>")
     assert not list(tmp_path.glob(".*tmp*"))  # written through a temporary name
-    assert make_report.main([str(tmp_path / "nothing")]) == 1
-    assert "run directory not found" in capsys.readouterr().err
+    with pytest.raises(MissingInputError, match="nothing: run directory not found"):
+        make_report.main([str(tmp_path / "nothing")])
 
 
 # ------------------------------------------------------------------ in the browser

@@ -11,6 +11,7 @@ import pytest
 from mmengine.config import Config
 
 from dywsss.report.table import collect_rows, count_params, format_table, variant_of
+from dywsss.errors import MissingInputError
 from report_fixtures import make_data, make_run
 
 NAMES = [f"im{i:02d}" for i in range(12)]
@@ -76,7 +77,7 @@ def test_latex_is_escaped(runs):
     tex = format_table(rows, "latex")
     assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and "\\bottomrule" in tex
     assert "vit\\_tiny\\_patch16\\_224" in tex and "ECE$_{ML}$ \\%" in tex
-    assert all(line.count("&") == 10 for line in tex.splitlines() if line.endswith("\\\\"))
+    assert all(line.count("&") == 11 for line in tex.splitlines() if line.endswith("\\\\"))
     with pytest.raises(ValueError, match="unknown table format 'xls'"):
         format_table(rows, "xls")
 
@@ -112,5 +113,5 @@ def test_cli(runs, tmp_path, capsys):
     assert out.read_text().count("\n") == 3
     captured = capsys.readouterr()
     assert str(out) in captured.out and "run_c: unfinished" in captured.err
-    assert make_table.main([str(runs[2])]) == 1
-    assert "no finished runs" in capsys.readouterr().err
+    with pytest.raises(MissingInputError, match="no finished, up-to-date runs"):
+        make_table.main([str(runs[2])])

@@ -237,7 +237,7 @@ def test_out_of_memory_suggests_batch_size(demo_voc: Path, tmp_path: Path, monke
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(train_mod, "multilabel_loss", oom)
-    with pytest.raises(RuntimeError, match=r"out of memory with batch_size=8 .*--options batch_size=4"):
+    with pytest.raises(ConfigError, match=r"out of memory with batch_size=8 .*--options batch_size=4"):
         train(make_cfg(demo_voc, tmp_path))
 
 

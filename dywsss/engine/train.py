@@ -319,6 +319,23 @@ class TrainState:
     last_checkpoint: Path | None = None
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """The checkpoint a run continues from, read once, with its architecture record (checked against the config)."""
+
+    path: Path
+    ckpt: dict[str, Any]
+    spec: ModelSpec
+
+
+def _resume_point(cfg: Config, paths: SessionPaths) -> ResumePoint | None:
+    path = _resume_path(cfg, paths)
+    if path is None:
+        return None
+    ckpt = load_checkpoint(path)
+    return ResumePoint(path, ckpt, read_spec(ckpt, cfg, path)[0])
+
+
 def _resume_path(cfg: Config, paths: SessionPaths) -> Path | None:
     resume = cfg.get("resume", False)
     if resume in (None, False, "", "false", "False"):
@@ -371,28 +388,31 @@ def train(cfg: Config) -> Path:
     """Run stage 1 for ``cfg``; returns the path of ``best.pth`` (on every rank).
 
     Before any work: every config key and every listed image and label is checked
-    (all problems in one message), the session is locked against a second
-    training, and checkpoints already there are kept unless ``resume=True``
-    (continue) or ``overwrite=True`` (moved aside). Only then is ``config.py`` written.
+    (all problems in one message), a resume checkpoint must agree with the config,
+    the session is locked against a second training, and checkpoints already there
+    are kept unless ``resume=True`` (continue) or ``overwrite=True`` (moved aside).
+    Only then is ``config.py`` written.
     """
     raise_problems(train_problems(cfg))
     files = check_training_data(cfg)
+    paths = session_paths(cfg)
+    resume = _resume_point(cfg, paths)  # a checkpoint contradicting the config fails here, before any write
     use_cuda = select_device(cfg.get("device", "auto")).type == "cuda"
     info = dist.init_distributed(use_cuda)
     try:
-        paths = session_paths(cfg)
+        if info.is_main:
+            check_writable(paths.root)
         with StageLock(paths, "train", enabled=info.is_main):
             if info.is_main:
-                check_writable(paths.root)
                 prepare_training_session(paths, cfg.get("resume"), bool(cfg.get("overwrite", False)))
                 save_run_config(cfg.pretty_text, paths, "train")
             dist.barrier()
-            return _train(cfg, info, files)
+            return _train(cfg, info, files, resume)
     finally:
         dist.cleanup(info)
 
 
-def _train(cfg: Config, info: dist.DistInfo, files: Mapping[str, Path]) -> Path:
+def _train(cfg: Config, info: dist.DistInfo, files: Mapping[str, Path], resume: ResumePoint | None) -> Path:
     paths = session_paths(cfg)
     device = select_device(cfg.get("device", "auto"), info.local_rank)
     set_deterministic(bool(cfg.get("deterministic", False)))
@@ -400,18 +420,21 @@ def _train(cfg: Config, info: dist.DistInfo, files: Mapping[str, Path]) -> Path:
     seed_everything(seed)
     log = _RunLog(paths, info.is_main)
     try:
-        return _fit(cfg, info, paths, files, device, seed, log)
+        return _fit(cfg, info, paths, files, device, seed, log, resume)
     finally:
         log.close()
 
 
 def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[str, Path],
-         device: torch.device, seed: int, log: _RunLog) -> Path:
-    resume_from = _resume_path(cfg, paths)
-    if cfg.get("resume") and resume_from is None:
+         device: torch.device, seed: int, log: _RunLog, resume: ResumePoint | None) -> Path:
+    if cfg.get("resume") and resume is None:
         log.info(f"resume=True but {paths.model_dir / 'last.pth'} does not exist: starting from scratch")
-    ckpt = load_checkpoint(resume_from) if resume_from is not None else None
-    model, spec = _initial_model(cfg, ckpt, resume_from)
+    if resume is None:
+        model = build_model_from_cfg(cfg)
+        spec = describe_model(model, cfg)
+    else:
+        model, spec = build_from_spec(resume.spec), resume.spec
+    resume_from = None if resume is None else resume.path
     finetune = bool(cfg.get("finetune", False))
     trainable = freeze_backbone(model) if finetune else [n for n, _ in model.named_parameters()]
     channels_last = bool(cfg.get("channels_last", True)) and not is_vit(model)
@@ -426,8 +449,8 @@ def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[s
     train_loader, batches, val_loader = build_loaders(cfg, files, info.rank, info.world_size, device.type == "cuda")
     steps_per_epoch = batches.steps_per_epoch()
     state = TrainState()
-    if ckpt is not None:
-        state = _restore(ckpt, model, optimizer, scheduler, scaler, steps_per_epoch, info.world_size, resume_from)
+    if resume is not None:
+        state = _restore(resume.ckpt, model, optimizer, scheduler, scaler, steps_per_epoch, info.world_size, resume_from)
         log.info(f"resumed from {resume_from}: epoch {state.epoch}, step {state.step} (+{state.epoch_step} in epoch)")
         if info.rank > 0:  # the checkpoint holds rank 0's RNG; other ranks need their own streams
             seed_everything(seed + info.rank + 7919 * state.step)
@@ -464,15 +487,6 @@ def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[s
         ) from exc
     dist.barrier()
     return paths.model_dir / "best.pth"
-
-
-def _initial_model(cfg: Config, ckpt: Mapping[str, Any] | None, path: Path | None) -> tuple[nn.Module, ModelSpec]:
-    """A fresh model with its initial weights, or (resume) the checkpoint's architecture rebuilt from its record."""
-    if ckpt is None:
-        model = build_model_from_cfg(cfg)
-        return model, describe_model(model, cfg)
-    spec, _ = read_spec(ckpt, cfg, path)
-    return build_from_spec(spec), spec
 
 
 def _restore(ckpt: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -208,7 +208,7 @@ def _check_range(path: Path, col: str, values: pd.Series) -> None:
     if bad.any():
         row = int(np.flatnonzero(bad)[0]) + 1
         what = "finite" if np.isinf(lo) and np.isinf(hi) else f"in [{lo:g}, {hi:g}]"
-        raise InputError(f"{path}: row {row}: column {col!r} = {v[row - 1]!r} must be {what} "
+        raise InputError(f"{path}: row {row}: column {col!r} = {float(v[row - 1])!r} must be {what} "
                          f"({int(bad.sum())} row(s) out of range)")
 
 
