@@ -22,7 +22,9 @@ case "$mode" in
   *) echo "run.sh: unknown mode '$mode' (use: bash run.sh [demo|paper])" >&2; exit 2 ;;
 esac
 
-if [ "$mode" = paper ]; then
+dry=0
+case " $* " in *" --dry-run "*) dry=1 ;; esac
+if [ "$mode" = paper ] && [ "$dry" = 0 ]; then
   # check the data before anything slow
   for d in voc12/VOC2012/JPEGImages voc12/VOC2012/SegmentationClassAug; do
     if [ ! -d "$d" ]; then
@@ -54,7 +56,7 @@ else
   table=work_dirs/paper_table.md
 fi
 
-case " $* " in *" --dry-run "*) exit 0 ;; esac
+[ "$dry" = 1 ] && exit 0
 "$PY" scripts/make_table.py "${sessions[@]/#/work_dirs/}" --format md --out "$table"
 cat "$table"
 echo "[run.sh] $mode study done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"

@@ -32,10 +32,12 @@ model_kwargs = dict()           # extra timm.create_model keyword arguments (dro
 # ---------------------------------------------------------------------- train
 train_multi_scale = False       # original pipeline switch: run the training stage
 finetune = False                # True: freeze the backbone, train only fc/classifier/head
+finetune_bn = "train"           # with finetune: train (original: BN statistics adapt) | frozen (backbone kept in eval mode)
 batch_size = 16
 max_epoches = 20
 max_steps_per_epoch = 0         # 0 = the whole epoch; >0 caps steps (demo, smoke runs)
 warmup_epochs = 0
+lr_warmup = "step"              # step (per optimizer step, decays count from epoch 0) | epoch (original: per epoch from lr 0, decay milestones count after the warmup)
 crop_size = 224
 resize_long = (448, 768)        # random long side, bicubic
 color_jitter = dict(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.1)
@@ -43,12 +45,13 @@ cut_p = 0.0                     # random erasing probability (0 = off)
 cut_s = 0.25                    # random erasing: largest erased fraction of the crop
 optimizer = dict(type="SGD", lr=0.1, momentum=0.9, weight_decay=5e-4)
 lr_scheduler = dict(type="MultiStepLR", milestones=[10, 15], gamma=0.1)
-amp = True                      # bf16 autocast on CUDA (ignored on CPU)
+amp = False                     # True: bf16 autocast (CUDA or CPU); the original trains and validates in fp32
 channels_last = True            # CNNs only
 compile = False                 # torch.compile the model
 resume = False                  # True: continue from model/last.pth; or a checkpoint path
 save_every_steps = 0            # >0: also write model/last.pth every N steps (mid-epoch resume)
 log_interval = 20
+val_drop_last = False           # True (original): best.pth is chosen on the first floor(N / batch_size) * batch_size val images
 session_name = ""
 
 # ----------------------------------------------------------------------- maps
@@ -60,6 +63,7 @@ cam_flip = True
 cam_classes = "gt"              # gt (original) | pred | all
 cam_dtype = "float16"           # float16 | float32 in the .npz files
 cam_batch_size = 8
+vit_map_protocol = "toolkit"    # ViTs: original (PIL resize to the input, relevance min-max at the input size, then to the image) | toolkit (tensor resize, stage normalisation at the image size)
 overwrite = False               # redo finished map files
 
 # ------------------------------------------------------- per-sample, ECE, VICE

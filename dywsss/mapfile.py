@@ -25,7 +25,7 @@ STAMP_KEY = "stamp"
 META_FILE = "maps_meta.json"
 #: Recorded in ``maps_meta.json`` but not part of what a map file depends on: the list and labels decide
 #: which files exist and their classes (checked per file), the weights' path may move, versions inform.
-UNSTAMPED = ("versions", "inputs", "weights_file")
+UNSTAMPED = ("versions", "inputs", "weights_file", "recipe")
 
 
 def meta_stamp(meta: dict) -> str:

@@ -58,6 +58,10 @@ KEY_TYPES: dict[str, Any] = {
     "max_epoches": PosInt,
     "max_steps_per_epoch": NonNegInt,
     "warmup_epochs": NonNegFloat,
+    "lr_warmup": Literal["step", "epoch"],
+    "finetune_bn": Literal["train", "frozen"],
+    "val_drop_last": StrictBool,
+    "vit_map_protocol": Literal["original", "toolkit"],
     "crop_size": PosInt,
     "resize_long": None | tuple[PosInt, PosInt],
     "color_jitter": None | dict[Literal["brightness", "contrast", "saturation", "hue"], NonNegFloat],
@@ -168,6 +172,9 @@ def _extra_problems(cfg: Mapping[str, Any]) -> list[str]:
         lr = opt.get("lr")
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0:
             out.append(f"optimizer.lr={lr!r}: must be a number >= 0")
+    if cfg.get("lr_warmup") == "epoch" and isinstance(cfg.get("warmup_epochs"), float) and \
+            cfg["warmup_epochs"] != int(cfg["warmup_epochs"]):
+        out.append(f"warmup_epochs={cfg['warmup_epochs']!r}: lr_warmup=epoch needs a whole number of epochs")
     if "session_name" in cfg and isinstance(cfg["session_name"], str) and ("/" in cfg["session_name"] or
                                                                          cfg["session_name"] in (".", "..")):
         out.append(f"session_name={cfg['session_name']!r}: must be a plain folder name (no '/')")

@@ -23,11 +23,11 @@ from typing import Callable, Iterable, Sequence
 
 from .errors import ConfigError
 from .io import write_json_atomic
+from .recipe import TRANSFORMER_MARKERS, describe_recipe
 
 PathLike = str | os.PathLike
 PathSpec = Sequence[Path] | Callable[[], Sequence[Path]]
 REPO = Path(__file__).resolve().parents[1]
-TRANSFORMER_MARKERS = ("vit", "deit", "beit", "swin", "eva", "cait", "xcit")
 
 
 class StageError(RuntimeError):
@@ -220,6 +220,7 @@ class StudyPlan:
     cam_dir: Path
     eval_dir: Path
     report: Path
+    recipe: str = ""
 
 
 def study_stages(
@@ -304,4 +305,5 @@ def study_stages(
                   "vice_bins.png", "loss_vs_ji.png"))],
               outputs=[paths.root / "report.html"]),
     ]
-    return StudyPlan(stages, paths.root, paths.log_dir / "stages.json", cam_dir, eval_dir, paths.root / "report.html")
+    return StudyPlan(stages, paths.root, paths.log_dir / "stages.json", cam_dir, eval_dir, paths.root / "report.html",
+                     describe_recipe(cfg))

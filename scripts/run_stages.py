@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = study_stages(args.config, args.session, args.options, args.list, args.weights,
                         None if args.demo_data is None else shlex.split(args.demo_data))
     force = True if args.force == [] else (args.force or ())
+    print(f"[{plan.root.name}] recipe: {plan.recipe}")
     t0 = time.perf_counter()
     try:
         ran = run_stages(plan.stages, plan.stamp_file, force=force, dry_run=args.dry_run)

@@ -41,7 +41,7 @@ def make_cfg(demo: Path, work: Path, **options):
         train_list=str(demo / "train_aug.txt"), val_list=str(demo / "val.txt"),
         network="resnet18", pretrained=False, batch_size=8, max_epoches=2, crop_size=40, resize_long=(40, 56),
         num_workers=0, device="cpu", deterministic=True, work_dir_root=str(work), session_name="s",
-        log_interval=1, **{"optimizer.lr": 0.05},
+        log_interval=1, warmup_epochs=0, val_drop_last=False, **{"optimizer.lr": 0.05},
     )
     base.update(options)
     return load_config(ROOT / "config" / "resnet50.py", base)
@@ -160,8 +160,8 @@ def test_train_writes_checkpoints_logs_and_best(demo_voc: Path, tmp_path: Path) 
 def test_finetune_changes_only_the_classifier(demo_voc: Path, tmp_path: Path, lr: float) -> None:
     src = timm.create_model("resnet18", num_classes=1000)
     torch.save(dict(state_dict=src.state_dict()), tmp_path / "backbone.pth")
-    cfg = make_cfg(demo_voc, tmp_path, finetune=True, max_epoches=1, pretrained=str(tmp_path / "backbone.pth"),
-                   **{"optimizer.lr": lr})
+    cfg = make_cfg(demo_voc, tmp_path, finetune=True, finetune_bn="frozen", max_epoches=1,
+                   pretrained=str(tmp_path / "backbone.pth"), **{"optimizer.lr": lr})
     trained = weights(train(cfg))
     src_sd = src.state_dict()
     backbone = [k for k in src_sd if not k.startswith("fc.")]

@@ -82,6 +82,15 @@ def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_gather_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's ``tensor`` (first dimensions may differ), in rank order; ``[tensor]`` without a group."""
+    if not is_dist():
+        return [tensor]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, tensor.cpu())
+    return out
+
+
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
     """Give every rank rank ``src``'s buffers (BN running statistics drift apart under DDP)."""
     if is_dist():

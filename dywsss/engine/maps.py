@@ -47,6 +47,7 @@ from ..io import check_writable, write_json_atomic
 from ..mapfile import META_FILE, UNSTAMPED, load_maps, meta_stamp, read_maps_meta, read_stamp, save_maps
 from ..models.spec import ModelSpec, TrainedModel, load_trained_model
 from ..provenance import file_record, short_hash
+from ..recipe import recipe_of
 from ..schema import config_problems, network_problems, raise_problems, session_problems
 from ..session import StageLock
 from .dist import barrier, env_world, is_dist
@@ -130,6 +131,36 @@ def explain_batch(
     return [normalize_maps(s.clamp_(min=0), clamp=clamp) for s in sums]
 
 
+def explain_batch_original_vit(explainer: Any, images: Sequence[np.ndarray], classes: Sequence[Sequence[int]],
+                               device: torch.device, mean: Sequence[float] = IMAGENET_MEAN,
+                               std: Sequence[float] = IMAGENET_STD) -> list[torch.Tensor]:
+    """Maps by the original ViT protocol (vice-spec stage 2; ``vit_map_protocol=original``).
+
+    Each uint8 image is resized to the explainer's input size with PIL bilinear
+    (torchvision ``Resize`` on a PIL image), then scaled to [0, 1] and normalised
+    (``ToTensor``, ``Normalize``); each raw relevance map is upsampled bilinearly
+    (``align_corners=False``) to the input size, min-max normalised there without
+    an epsilon (a constant map, 0/0 in the original, becomes 0), then upsampled
+    bilinearly to the image size. One pass, no flip, no further normalisation.
+    """
+    from PIL import Image
+
+    h_in, w_in = explainer.input_size
+    resized = [np.asarray(Image.fromarray(im).resize((w_in, h_in), Image.BILINEAR)) for im in images]
+    x = to_device_batch(resized, device, False, mean, std)
+    out = []
+    for image, raw in zip(images, _run_explainer(explainer, x, classes)):
+        size = tuple(image.shape[:2])
+        if raw.shape[0] == 0:
+            out.append(raw.new_zeros((0, *size), dtype=torch.float32))
+            continue
+        up = F.interpolate(raw[None].float(), size=(h_in, w_in), mode="bilinear", align_corners=False)[0]
+        lo, hi = up.amin(dim=(-2, -1), keepdim=True), up.amax(dim=(-2, -1), keepdim=True)
+        norm = torch.nan_to_num((up - lo) / (hi - lo), nan=0.0, posinf=0.0, neginf=0.0)
+        out.append(F.interpolate(norm[None], size=size, mode="bilinear", align_corners=False)[0].clamp_(0.0, 1.0))
+    return out
+
+
 def select_classes(mode: str, labels: np.ndarray, probs: np.ndarray | None = None,
                    threshold: float = 0.5) -> list[list[int]]:
     """Per image, the class ids to keep: ``gt`` labels, ``pred`` (p > threshold) or ``all``."""
@@ -194,6 +225,11 @@ def maps_meta(cfg: Config, explainer: Any, trained: TrainedModel | None = None, 
         dtype=cfg.cam_dtype,
         normalization="minmax (spec stage 2), clamped to [0, 1]",
     )
+    if fixed:
+        meta["vit_map_protocol"] = cfg.get("vit_map_protocol", "toolkit")
+        if original_vit_protocol(cfg, explainer):
+            meta["normalization"] = "original ViT protocol: minmax at the input size (no epsilon), then bilinear"
+    meta["recipe"] = recipe_of(cfg)
     method_meta = getattr(explainer, "meta", None)
     if callable(method_meta):
         meta["method_params"] = method_meta()
@@ -241,6 +277,11 @@ def load_model(cfg: Config, device: torch.device) -> TrainedModel:
     if not path.is_file():
         raise MissingInputError(f"{path}: weights not found (weights={cfg.weights!r}); train first or pass weights=PATH")
     return load_trained_model(path, cfg, device)
+
+
+def original_vit_protocol(cfg: Config, explainer: Any) -> bool:
+    """True when the explainer takes a fixed input (ViTs) and the config asks for the original protocol."""
+    return bool(getattr(explainer, "input_size", None)) and cfg.get("vit_map_protocol", "toolkit") == "original"
 
 
 def map_stage_problems(cfg: Config) -> list[str]:
@@ -303,8 +344,11 @@ def write_maps(cfg: Config, model: nn.Module, explainer: Any, names: Sequence[st
         for batch in loader:
             probs = predict_probs(model, batch["image"], cfg, device, spec) if cfg.cam_classes == "pred" else None
             classes = select_classes(cfg.cam_classes, batch["label"].numpy(), probs, float(cfg.pred_threshold))
-            x = to_device_batch(batch["image"], device, channels_last, *_norm(spec))
-            maps = explain_batch(explainer, x, classes, cfg.cam_scales, bool(cfg.cam_flip))
+            if original_vit_protocol(cfg, explainer):
+                maps = explain_batch_original_vit(explainer, batch["image"], classes, device, *_norm(spec))
+            else:
+                x = to_device_batch(batch["image"], device, channels_last, *_norm(spec))
+                maps = explain_batch(explainer, x, classes, cfg.cam_scales, bool(cfg.cam_flip))
             for name, cls, m in zip(batch["name"], classes, maps):
                 cams = m.to(getattr(torch, cfg.cam_dtype)).cpu().numpy()
                 pending.append(writer.submit(save_maps, out_dir / f"{name}.npz", np.asarray(cls), cams, cfg.cam_dtype,
@@ -340,6 +384,9 @@ def generate_maps(cfg: Config, model: nn.Module | None = None) -> Path:
     trained = load_model(cfg, device) if model is None else None
     model = trained.model if trained is not None else model.to(device).eval()
     explainer = EXPLAINERS.get(cfg.cam_method)(model, cfg)
+    if original_vit_protocol(cfg, explainer) and cfg.cam_flip:
+        raise ConfigError("vit_map_protocol='original' is one pass without flip: set cam_flip=False "
+                          "(or vit_map_protocol=toolkit)")
     inputs = dict(list=file_record(list_file), labels=file_record(cfg.cls_label))
     meta = maps_meta(cfg, explainer, trained, inputs)
     with StageLock(paths, f"maps_{out_dir.name}", enabled=rank == 0):

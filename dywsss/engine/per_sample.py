@@ -36,6 +36,7 @@ from ..mapfile import check_stamps, meta_stamp, read_maps_meta
 from ..metrics.per_sample import per_image_ji, per_sample_table, write_csv_meta, write_per_sample_csv
 from ..models.spec import ModelSpec, TrainedModel
 from ..provenance import file_record, sha256_file, sha256_files, short_hash
+from ..recipe import recipe_of
 from ..schema import config_problems, network_problems, raise_problems, session_problems
 from ..session import StageLock
 from .dist import env_world
@@ -137,5 +138,6 @@ def _record(cfg: Config, trained: TrainedModel | None, maps: dict, list_file: Pa
                     masks_sha256=sha256_files(mask_path(cfg.gt_dir, n) for n in names)),
         settings=dict(ji_definition=cfg.ji_definition, eval_thresh=float(cfg.eval_thresh), loss_input=cfg.loss_input,
                       crop_size=int(cfg.crop_size), pred_threshold=float(cfg.pred_threshold)),
+        recipe=recipe_of(cfg),
         versions=library_versions(),
     )

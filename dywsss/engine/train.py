@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from ..models.builder import build_model_from_cfg, classifier_module_name, is_vi
 from ..models.lite import LITE_VALUES
 from ..models.spec import ModelSpec, build_from_spec, describe_model, read_spec
 from ..provenance import file_record
+from ..recipe import recipe_of, recipe_settings
 from ..schema import config_problems, file_key_problems, network_problems, raise_problems, session_problems
 from ..session import StageLock, prepare_training_session, save_run_config
 from ..models.checkpoint import (
@@ -118,20 +119,41 @@ def build_optimizer(params: Sequence[nn.Parameter], spec: Mapping[str, Any]) -> 
     return cls(params, **kwargs)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, spec: Mapping[str, Any] | None) -> torch.optim.lr_scheduler.LRScheduler:
-    """Epoch-wise LR schedule from ``lr_scheduler`` (any ``torch.optim.lr_scheduler`` class; None: constant)."""
+LR_WARMUPS = ("step", "epoch")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, spec: Mapping[str, Any] | None, warmup_epochs: float = 0,
+                    lr_warmup: str = "step") -> torch.optim.lr_scheduler.LRScheduler:
+    """Epoch-wise LR schedule from ``lr_scheduler`` (any ``torch.optim.lr_scheduler`` class; None: constant).
+
+    ``lr_warmup="epoch"`` with ``warmup_epochs`` W > 0 is the original's
+    ``GradualWarmupScheduler(multiplier=1, total_epoch=W)`` around it: epoch e <= W
+    trains at ``lr * e / W`` (epoch 0 at lr 0), and the wrapped schedule starts
+    counting at epoch W + 1, so its milestones are shifted by W + 1. With
+    ``lr_warmup="step"`` the warmup is applied per optimizer step by the training
+    loop (:func:`warmup_factor`) and the schedule counts from epoch 0.
+    """
     spec = dict(spec or dict(type="ConstantLR", factor=1.0, total_iters=0))
     name = spec.get("type", "MultiStepLR")
     cls = getattr(torch.optim.lr_scheduler, name, None)
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler)):
         raise ConfigError(f"lr_scheduler.type={name!r}: not a torch.optim.lr_scheduler class (e.g. MultiStepLR)")
-    return cls(optimizer, **_checked_kwargs(cls, spec, "lr_scheduler", ("optimizer",)))
+    if lr_warmup not in LR_WARMUPS:
+        raise ConfigError(f"lr_warmup={lr_warmup!r}: expected one of {', '.join(LR_WARMUPS)}")
+    if lr_warmup == "step" or not warmup_epochs:
+        return cls(optimizer, **_checked_kwargs(cls, spec, "lr_scheduler", ("optimizer",)))
+    if float(warmup_epochs) != int(warmup_epochs):
+        raise ConfigError(f"warmup_epochs={warmup_epochs!r}: lr_warmup=epoch needs a whole number of epochs")
+    total = int(warmup_epochs)
+    warm = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: epoch / total)
+    after = cls(optimizer, **_checked_kwargs(cls, spec, "lr_scheduler", ("optimizer",)))
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, after], milestones=[total + 1])
 
 
 def check_optim_config(cfg: Mapping[str, Any]) -> None:
     """Build ``optimizer`` and ``lr_scheduler`` on a dummy parameter so a bad key fails before training."""
     dummy = build_optimizer([nn.Parameter(torch.zeros(1))], cfg["optimizer"])
-    build_scheduler(dummy, cfg.get("lr_scheduler"))
+    build_scheduler(dummy, cfg.get("lr_scheduler"), cfg.get("warmup_epochs", 0), cfg.get("lr_warmup", "step"))
 
 
 def train_problems(cfg: Mapping[str, Any]) -> list[str]:
@@ -238,6 +260,13 @@ def check_training_data(cfg: Config) -> dict[str, Path]:
     return files
 
 
+def validation_names(names: Sequence[str], batch_size: int, drop_last: bool) -> list[str]:
+    """The images that decide ``best.pth``: all, or (``val_drop_last``, the original's loader with
+    ``drop_last=True``) the first ``floor(N / batch_size) * batch_size`` of the list (1440 of VOC's 1449)."""
+    names = list(names)
+    return names[: len(names) // batch_size * batch_size] if drop_last else names
+
+
 def build_loaders(cfg: Config, files: Mapping[str, Path], rank: int, world: int,
                   pin_memory: bool) -> tuple[DataLoader, EpochBatchSampler, DataLoader]:
     """Training loader (seeded per sample, sharded) and this rank's validation loader."""
@@ -248,7 +277,8 @@ def build_loaders(cfg: Config, files: Mapping[str, Path], rank: int, world: int,
     train_set = VOCClassification(read_image_list(files["train_list"]), cfg.voc12_root, labels,
                                   train_transform(cfg.crop_size, cfg.resize_long, cfg.color_jitter,
                                                   float(cfg.cut_p), float(cfg.cut_s)), img_dir=img_dir)
-    val_names = read_image_list(files["val_list"])
+    val_names = validation_names(read_image_list(files["val_list"]), int(cfg.batch_size),
+                                 bool(cfg.get("val_drop_last", False)))
     val_set = VOCClassification(val_names[rank::world], cfg.voc12_root, labels, val_transform(cfg.crop_size),
                                 img_dir=img_dir)
     workers = resolve_num_workers(cfg.num_workers)
@@ -263,9 +293,16 @@ def build_loaders(cfg: Config, files: Mapping[str, Path], rank: int, world: int,
 
 
 # ----------------------------------------------------------------------- model
-def set_train_mode(model: nn.Module, finetune: bool) -> None:
-    """Train mode; with ``finetune`` only the classifier trains (frozen BN statistics stay put)."""
-    if not finetune:
+FINETUNE_BN = ("train", "frozen")
+
+
+def set_train_mode(model: nn.Module, finetune: bool, finetune_bn: str = "train") -> None:
+    """Train mode. With ``finetune`` only the classifier has gradients; ``finetune_bn="train"`` (the
+    original) keeps the whole network in train mode, so BatchNorm statistics adapt to VOC, while
+    ``"frozen"`` keeps the backbone in eval mode (its statistics stay those of pre-training)."""
+    if finetune_bn not in FINETUNE_BN:
+        raise ConfigError(f"finetune_bn={finetune_bn!r}: expected one of {', '.join(FINETUNE_BN)}")
+    if not finetune or finetune_bn == "train":
         model.train()
         return
     model.eval()
@@ -284,17 +321,40 @@ def freeze_backbone(model: nn.Module) -> list[str]:
 def validation_loss(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool,
                     channels_last: bool) -> float:
     """Mean per-image loss over the whole validation list (summed over ranks, then divided)."""
+    return validate(model, loader, device, amp, channels_last)[0]
+
+
+def validate(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool,
+             channels_last: bool) -> tuple[float, float]:
+    """(mean per-image loss, mAP) over the whole validation list, all ranks together.
+
+    The loss is summed over ranks and divided; mAP is computed on the gathered
+    probabilities (classes without a positive image are left out).
+    """
+    import warnings
+
+    from ..metrics.classification import mean_average_precision
+
     model.eval()
     total = torch.zeros(2, dtype=torch.float64, device=device)
+    probs, labels = [], []
     with torch.no_grad():
         for batch in loader:
             x = _to_device(batch["img"], device, channels_last)
             with _autocast(device, amp):
                 logits = model(x)
-            loss = multilabel_loss(logits, batch["label"].to(device), reduction="none")
+            y = batch["label"].to(device)
+            loss = multilabel_loss(logits, y, reduction="none")
             total += torch.stack([loss.double().sum(), torch.tensor(float(len(loss)), dtype=torch.float64, device=device)])
+            probs.append(torch.sigmoid(logits.float()).cpu())
+            labels.append(y.cpu())
     dist.all_reduce_sum(total)
-    return float(total[0] / total[1].clamp_min(1))
+    p = torch.cat(dist.all_gather_tensors(torch.cat(probs) if probs else torch.zeros(0, 20))).double().numpy()
+    y = torch.cat(dist.all_gather_tensors(torch.cat(labels) if labels else torch.zeros(0, 20))).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small demo split may miss a class; mAP leaves it out
+        m_ap = mean_average_precision(p, y) if len(p) and y.any() else float("nan")
+    return float(total[0] / total[1].clamp_min(1)), m_ap
 
 
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -303,12 +363,33 @@ def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> to
 
 
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    """bf16 autocast (``amp=True``) on CUDA or CPU; the original trains and validates in fp32 (``amp=False``)."""
+    if amp:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------ the run
+METRICS_CSV = "metrics.csv"
+METRICS_COLUMNS = ("epoch", "lr", "train_loss", "val_loss", "val_mAP", "seconds")
+
+
+def write_epoch_metrics(path: Path, row: Mapping[str, float]) -> Path:
+    """Add one epoch's row to ``log/metrics.csv`` (rows of later epochs, left by a run this one resumes
+    from an earlier checkpoint, are dropped); written atomically. ``lr`` is the lr of the epoch's first
+    step, ``train_loss`` the mean over the epoch's steps (those run since a mid-epoch resume)."""
+    import pandas as pd
+
+    from ..io import atomic_path
+
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=list(METRICS_COLUMNS))
+    old = old[old["epoch"] < row["epoch"]] if len(old) else old
+    table = pd.concat([old, pd.DataFrame([dict(row)])], ignore_index=True)[list(METRICS_COLUMNS)]
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return path
+
+
 @dataclass
 class TrainState:
     epoch: int = 0          # finished epochs
@@ -442,9 +523,10 @@ def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[s
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], cfg.optimizer)
-    scheduler = build_scheduler(optimizer, cfg.get("lr_scheduler"))
+    scheduler = build_scheduler(optimizer, cfg.get("lr_scheduler"), cfg.get("warmup_epochs", 0),
+                                cfg.get("lr_warmup", "step"))
     scaler = torch.amp.GradScaler("cuda", enabled=False)  # bf16 needs no loss scaling; kept for the format
-    amp = bool(cfg.get("amp", True)) and device.type == "cuda"
+    amp = bool(cfg.get("amp", False))
 
     train_loader, batches, val_loader = build_loaders(cfg, files, info.rank, info.world_size, device.type == "cuda")
     steps_per_epoch = batches.steps_per_epoch()
@@ -471,9 +553,10 @@ def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[s
             steps_per_epoch=steps_per_epoch, amp_bf16=amp, channels_last=channels_last,
             compile=bool(cfg.get("compile", False)), finetune=finetune, trainable_params=len(trainable),
             num_params=sum(p.numel() for p in model.parameters()), arch=spec.to_dict(), inputs=inputs,
+            recipe=recipe_of(cfg), recipe_settings=recipe_settings(cfg), val_images=len(val_loader.dataset),
             num_workers=resolve_num_workers(cfg.num_workers), resumed_from=str(resume_from) if resume_from else None))
         log.info(f"training {cfg.network} on {device} x{info.world_size}: {steps_per_epoch} steps/epoch, "
-                 f"{cfg.max_epoches} epochs, batch {cfg.batch_size}/rank, finetune={finetune}")
+                 f"{cfg.max_epoches} epochs, batch {cfg.batch_size}/rank, finetune={finetune}; recipe: {recipe_of(cfg)}")
 
     ctx = _Loop(cfg, info, paths, device, net, model, optimizer, scheduler, scaler, train_loader, batches,
                 val_loader, log, amp, channels_last, finetune, steps_per_epoch, config_text, state, spec, inputs)
@@ -537,6 +620,9 @@ class _Loop:
     state: TrainState
     spec: ModelSpec
     inputs: dict
+    epoch_t0: float = 0.0           # when the current epoch started (this process)
+    epoch_lr: float = 0.0           # the lr of the epoch's first step
+    epoch_losses: list = field(default_factory=list)  # training losses of this epoch's steps (since a resume)
 
     def run(self) -> None:
         max_epochs = int(self.cfg.max_epoches)
@@ -548,8 +634,11 @@ class _Loop:
     def train_epoch(self) -> None:
         st = self.state
         self.batches.set_epoch(st.epoch, skip=st.epoch_step)
-        set_train_mode(self.net, self.finetune)
-        warm_steps = int(float(self.cfg.get("warmup_epochs", 0)) * self.steps_per_epoch)
+        set_train_mode(self.net, self.finetune, str(self.cfg.get("finetune_bn", "train")))
+        step_warmup = self.cfg.get("lr_warmup", "step") == "step"
+        warm_steps = int(float(self.cfg.get("warmup_epochs", 0)) * self.steps_per_epoch) if step_warmup else 0
+        self.epoch_t0, self.epoch_losses = time.perf_counter(), []
+        self.epoch_lr = self.scheduler.get_last_lr()[0] * warmup_factor(st.step, warm_steps)
         every = int(self.cfg.get("save_every_steps", 0) or 0)
         interval = max(1, int(self.cfg.get("log_interval", 20)))
         bar = tqdm(total=self.steps_per_epoch, initial=st.epoch_step, disable=not self.info.is_main,
@@ -561,6 +650,7 @@ class _Loop:
             st.epoch_step += 1
             seen += len(batch["label"]) * self.info.world_size
             running.append(loss)
+            self.epoch_losses.append(loss)
             ips = seen / max(time.perf_counter() - t0, 1e-9)
             lr = self.optimizer.param_groups[0]["lr"]  # train_step already applied the warmup factor
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{ips:.1f}", refresh=False)
@@ -609,14 +699,20 @@ class _Loop:
         self.scheduler.step()
         # the plain model: ranks may hold different numbers of val batches, which DDP's forward would not allow
         dist.broadcast_buffers(self.model)
-        st.val_loss = validation_loss(self.model, self.val_loader, self.device, self.amp, self.channels_last)
+        st.val_loss, val_map = validate(self.model, self.val_loader, self.device, self.amp, self.channels_last)
         st.epoch += 1
         st.epoch_step = 0
         improved = st.val_loss < st.best_val_loss
         if improved:
             st.best_val_loss = st.val_loss
         self.log.scalar("val/loss", st.val_loss, st.epoch)
-        self.log.scalar("train/epoch_lr", self.scheduler.get_last_lr()[0], st.epoch)
+        self.log.scalar("val/mAP", val_map, st.epoch)
+        self.log.scalar("train/epoch_lr", self.epoch_lr, st.epoch)
+        if self.info.is_main:
+            write_epoch_metrics(self.paths.log_dir / METRICS_CSV, dict(
+                epoch=st.epoch, lr=self.epoch_lr,
+                train_loss=float(np.mean(self.epoch_losses)) if self.epoch_losses else float("nan"),
+                val_loss=st.val_loss, val_mAP=val_map, seconds=time.perf_counter() - self.epoch_t0))
         epoch_file = self.paths.model_dir / f"epoch_{st.epoch:03d}.pth"
         self.save(epoch_file)
         if self.info.is_main:
@@ -638,5 +734,6 @@ class _Loop:
                 world_size=self.info.world_size, rng=capture_rng_state(), val_loss=st.val_loss,
                 best_val_loss=None if math.isinf(st.best_val_loss) else st.best_val_loss,
                 network=str(self.cfg.network), config=self.config_text, arch=self.spec.to_dict(), inputs=self.inputs,
+                recipe=recipe_of(self.cfg), recipe_settings=recipe_settings(self.cfg),
             ))
         st.last_checkpoint = path

@@ -25,6 +25,7 @@ from ..io import write_text_atomic
 from ..mapfile import load_maps
 from ..metrics.segmentation import maps_to_mask
 from ..provenance import short_hash
+from ..recipe import recipe_of
 from .summary import FIGURES, PRODUCER, RunNotFinished, RunSummary, format_metric, load_run
 
 PathLike = str | os.PathLike
@@ -39,6 +40,10 @@ SETTINGS: tuple[tuple[str, str], ...] = (
     ("fine-tune fc/head only", "finetune"), ("crop size", "crop_size"), ("resize long side", "resize_long"),
     ("epochs", "max_epoches"), ("batch size", "batch_size"), ("optimizer", "optimizer.type"),
     ("lr", "optimizer.lr"), ("weight decay", "optimizer.weight_decay"), ("lr schedule", "lr_scheduler"),
+    ("warmup epochs", "warmup_epochs"), ("lr warmup (recipe)", "lr_warmup"),
+    ("BN in fc/head-only fine-tuning (recipe)", "finetune_bn"), ("bf16 autocast (recipe)", "amp"),
+    ("best.pth on the first N//batch*batch val images (recipe)", "val_drop_last"),
+    ("ViT map protocol (recipe)", "vit_map_protocol"),
     ("random erasing p", "cut_p"), ("random erasing s", "cut_s"), ("seed", "random_seed"),
     ("map method", "cam_method"), ("map scales", "cam_scales"), ("map flip", "cam_flip"),
     ("weights", "weights"), ("evaluation list", "eval_list"), ("per-sample loss input", "loss_input"),
@@ -346,7 +351,7 @@ def _recorded_html(run: RunSummary) -> str:
 
 
 def _settings_html(run: RunSummary) -> str:
-    rows = "".join(
+    rows = f'<tr><th>recipe</th><td data-key="recipe">{_esc(recipe_of(run.cfg))}</td></tr>' + "".join(
         f'<tr><th>{label}</th><td data-key="cfg.{key}">{_esc(_fmt_setting(_cfg_get(run.cfg, key)))}</td></tr>'
         for label, key in SETTINGS
     )
