@@ -94,8 +94,8 @@ def test_stages_rebuild_the_network_that_was_trained_bit_for_bit(demo_voc, tmp_p
     x = torch.randn(3, 3, cfg.crop_size, cfg.crop_size, generator=torch.Generator().manual_seed(0))
     ref = _logits(trained, x)
     # the map stage and the per-sample stage load the network through the same entry point
-    assert per_sample_mod.load_model is maps_mod.load_model
-    rebuilt = maps_mod.load_model(cfg, torch.device("cpu"))
+    assert per_sample_mod.load_session_model is maps_mod.load_session_model
+    rebuilt = maps_mod.load_session_model(cfg, torch.device("cpu"))
     assert rebuilt.recorded and rebuilt.path == best
     assert torch.equal(_logits(rebuilt.model, x), ref)
     if options.get("pretrained") == "lite_package":

@@ -45,7 +45,7 @@ from ..errors import ConfigError, MissingInputError, StaleError
 from ..explain import EXPLAINERS
 from ..io import check_writable, write_json_atomic
 from ..mapfile import META_FILE, UNSTAMPED, load_maps, meta_stamp, read_maps_meta, read_stamp, save_maps
-from ..models.spec import ModelSpec, TrainedModel, load_trained_model
+from ..models.spec import ModelSpec, TrainedModel, load_session_model
 from ..provenance import file_record, short_hash
 from ..recipe import recipe_of
 from ..schema import config_problems, network_problems, raise_problems, session_problems
@@ -271,14 +271,6 @@ def _describe_change(key: str, old: Any, new: Any) -> str:
 
 
 # ------------------------------------------------------------ model
-def load_model(cfg: Config, device: torch.device) -> TrainedModel:
-    """The trained classifier of the session, rebuilt from ``model/<weights>`` and its architecture record."""
-    path = session_paths(cfg).weights_file(cfg.weights)
-    if not path.is_file():
-        raise MissingInputError(f"{path}: weights not found (weights={cfg.weights!r}); train first or pass weights=PATH")
-    return load_trained_model(path, cfg, device)
-
-
 def original_vit_protocol(cfg: Config, explainer: Any) -> bool:
     """True when the explainer takes a fixed input (ViTs) and the config asks for the original protocol."""
     return bool(getattr(explainer, "input_size", None)) and cfg.get("vit_map_protocol", "toolkit") == "original"
@@ -381,7 +373,7 @@ def generate_maps(cfg: Config, model: nn.Module | None = None) -> Path:
     labels = label_matrix(names, load_cls_labels(cfg.cls_label, allow_pickle=cfg.allow_pickle), source=cfg.cls_label)
     out_dir = paths.cam_dir(cfg.infer_list, cfg.weights)
     device = select_device(cfg.get("device", "auto"), local_rank)
-    trained = load_model(cfg, device) if model is None else None
+    trained = load_session_model(cfg, device) if model is None else None
     model = trained.model if trained is not None else model.to(device).eval()
     explainer = EXPLAINERS.get(cfg.cam_method)(model, cfg)
     if original_vit_protocol(cfg, explainer) and cfg.cam_flip:

@@ -34,13 +34,12 @@ from ..errors import MissingInputError, StaleError
 from ..io import check_writable
 from ..mapfile import check_stamps, meta_stamp, read_maps_meta
 from ..metrics.per_sample import per_image_ji, per_sample_table, write_csv_meta, write_per_sample_csv
-from ..models.spec import ModelSpec, TrainedModel
+from ..models.spec import ModelSpec, TrainedModel, load_session_model
 from ..provenance import file_record, sha256_file, sha256_files, short_hash
 from ..recipe import recipe_of
 from ..schema import config_problems, network_problems, raise_problems, session_problems
 from ..session import StageLock
 from .dist import env_world
-from .maps import load_model
 from .runtime import library_versions, resolve_num_workers, select_device
 
 COMPAT_DIR = "miou_loss_csv"
@@ -117,7 +116,7 @@ def compute_per_sample(cfg: Config, model: nn.Module | None = None) -> Path:
         ji_ref, ji_paper = per_image_ji(map_dir, names, cfg.gt_dir, t=float(cfg.eval_thresh),
                                         allow_pickle=cfg.allow_pickle)
         device = select_device(cfg.get("device", "auto"), env_world()[2])
-        trained: TrainedModel | None = load_model(cfg, device) if model is None else None
+        trained: TrainedModel | None = load_session_model(cfg, device) if model is None else None
         net = trained.model if trained is not None else model.to(device).eval()
         logits = compute_logits(net, names, labels, cfg, device, None if trained is None else trained.spec)
         table = per_sample_table(names, logits, labels, ji_ref, ji_paper, cfg.ji_definition, float(cfg.pred_threshold))

@@ -213,3 +213,15 @@ def load_trained_model(path: str | os.PathLike, cfg: Mapping[str, Any] | None = 
     model = build_from_spec(spec)
     strict_load(model, state_dict_of(ckpt), path)
     return TrainedModel(model.to(device).eval(), spec, path, sha256_file(path), recorded)
+
+
+def load_session_model(cfg: Mapping[str, Any], device: torch.device | str = "cpu") -> TrainedModel:
+    """The trained network of a session: ``work_dirs/<session>/model/<weights>`` rebuilt from its record."""
+    from ..config import session_paths
+    from ..errors import MissingInputError
+
+    path = session_paths(cfg).weights_file(cfg["weights"])
+    if not path.is_file():
+        raise MissingInputError(f"{path}: weights not found (weights={cfg['weights']!r}); train first or pass "
+                                "weights=PATH")
+    return load_trained_model(path, cfg, device)
