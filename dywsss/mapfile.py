@@ -55,7 +55,13 @@ def maps_provenance(map_dir: str | os.PathLike, names: list[str] | tuple[str, ..
     stamp = meta_stamp(meta)
     if "weights_sha256" in meta or meta.get("method") == "centred_blob":
         check_stamps(map_dir, names, stamp)
-    from .provenance import sha256_file
+    from .provenance import sha256_file, short_hash
+
+    weights = Path(meta.get("weights_file") or "")
+    if meta.get("weights_sha256") and weights.is_file() and sha256_file(weights) != meta["weights_sha256"]:
+        raise StaleError(f"{map_dir}: maps from weights sha256 {short_hash(meta['weights_sha256'])}, but {weights} is "
+                         f"now {short_hash(sha256_file(weights))} (retrained?); rerun the map stage with "
+                         "--options overwrite=True")
 
     return {"dir": str(map_dir), "record": META_FILE, "meta_sha256": sha256_file(Path(map_dir) / META_FILE),
             "stamp": stamp, "weights_sha256": meta.get("weights_sha256"), "method": meta.get("method")}

@@ -116,6 +116,10 @@ def prepare_training_session(paths: SessionPaths, resume: Any, overwrite: bool) 
     if resuming and overwrite:
         raise SessionError("resume and overwrite are both set: choose resume=True (continue the run) or "
                            "overwrite=True (move it aside and start afresh)")
+    if resuming and resume is True and found and not (paths.model_dir / "last.pth").is_file():
+        raise SessionError(f"{paths.model_dir}: resume=True but there is no last.pth beside "
+                           f"{', '.join(p.name for p in found[:3])}; pass resume=PATH of the checkpoint to continue "
+                           "from, or overwrite=True")
     if not found or resuming:
         return None
     if not overwrite:

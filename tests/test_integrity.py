@@ -285,6 +285,14 @@ def test_provenance_flows_to_summaries_figures_report_and_table(demo_voc, tmp_pa
         load_run(session_paths(cfg).root)
     rows, notes = collect_rows([session_paths(cfg).root])
     assert rows == [] and "stale, skipped" in notes[0]
+    # every entry point checks the chain it reads: VICE/ECE the CSV's weights, the JI curve the maps' weights
+    stale_csv = _run("compute_VICE.py", "--dir_csv", str(csv), "--bootstrap", "50")
+    assert stale_csv.returncode == 2 and "computed from weights sha256" in stale_csv.stderr
+    assert "rerun the map stage and then the per-sample stage" in stale_csv.stderr
+    stale_maps = _run("evaluation.py", "--list", cfg.eval_list, "--predict_dir", str(maps_dir), "--gt_dir", cfg.gt_dir,
+                      "--json", str(tmp_path / "x.json"))
+    assert stale_maps.returncode == 2 and "maps from weights sha256" in stale_maps.stderr
+    assert not (tmp_path / "x.json").exists()
 
 
 # ------------------------------------------------ 4. invalid values

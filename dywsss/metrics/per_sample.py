@@ -251,6 +251,26 @@ def read_csv_provenance(csv: str | os.PathLike) -> dict:
                       "from are unknown; rerun the per-sample stage to restore the record", stacklevel=2)
         return {"csv": str(csv), "csv_sha256": digest, "record": "does not match the CSV"}
     weights = record.get("weights") or {}
+    _check_record_inputs(csv, record)
     return {"csv": str(csv), "csv_sha256": digest, "record": meta_path.name,
             "weights_sha256": weights.get("sha256"), "maps_stamp": (record.get("maps") or {}).get("stamp"),
             "ji_definition": (record.get("settings") or {}).get("ji_definition")}
+
+
+def _check_record_inputs(csv: Path, record: dict) -> None:
+    """Refuse a CSV whose weights file or maps folder changed since it was computed."""
+    from ..errors import StaleError
+    from ..mapfile import meta_stamp, read_maps_meta
+    from ..provenance import sha256_file, short_hash
+
+    redo = "rerun the per-sample stage (compute_each_image_loss.py) with the same --options"
+    weights = record.get("weights") or {}
+    path = Path(weights.get("path") or "")
+    if weights.get("sha256") and path.is_file() and sha256_file(path) != weights["sha256"]:
+        raise StaleError(f"{csv}: computed from weights sha256 {short_hash(weights['sha256'])}, but {path} is now "
+                         f"{short_hash(sha256_file(path))} (retrained?); rerun the map stage and then the "
+                         "per-sample stage")
+    maps = record.get("maps") or {}
+    meta = read_maps_meta(maps["dir"]) if maps.get("stamp") and Path(maps.get("dir", "")).is_dir() else None
+    if meta is not None and meta_stamp(meta) != maps["stamp"]:
+        raise StaleError(f"{csv}: computed from other maps than {maps['dir']} holds now; {redo}")
