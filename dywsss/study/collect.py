@@ -253,11 +253,13 @@ def collect_study(spec: StudySpec, status: Mapping[str, Any] | None = None,
     primary = spec.report.primary_method or methods[0]
     headline = next((a for a in answers if a.column == f"best_miou:{primary}"), answers[0] if answers else None)
     figures = {}
-    if len(columns) >= 2 and len(models) >= 2:
+    # the figure shows the model-level quantities and the primary method's; every pair is in correlations.csv
+    shown = [c for c in columns if ":" not in c or c.endswith(f":{primary}")]
+    if len(shown) >= 2 and len(models) >= 2:
         pearson = {(r.x, r.y): r.pearson for r in corr.itertuples()} if len(corr) else {}
         pearson.update({(y, x): v for (x, y), v in list(pearson.items())})
-        figures["scatter_matrix"] = plot_scatter_matrix(models, columns, root / "figures" / "scatter_matrix.png",
-                                                        {c: label(c) for c in columns},
+        figures["scatter_matrix"] = plot_scatter_matrix(models, shown, root / "figures" / "scatter_matrix.png",
+                                                        {c: label(c) for c in shown},
                                                         {k: (np.nan if v is None else v) for k, v in pearson.items()},
                                                         title=f"{spec.name}: {len(models)} models")
     cross = dict(study=spec.name, config=str(spec.path), config_sha256=sha256_file(spec.path), columns=columns,
