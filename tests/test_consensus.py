@@ -13,6 +13,7 @@ from dywsss.errors import InputError, MissingInputError
 from dywsss.mapfile import load_maps, save_maps
 from dywsss.metrics.consensus import (
     Member,
+    average_precision_rows,
     build_consensus,
     cosine_scores,
     distances,
@@ -90,16 +91,29 @@ def slow_ap(labels: np.ndarray, scores: np.ndarray) -> float:
     return ap
 
 
-def test_pixel_ap_against_the_slow_definition_with_ignored_pixels():
+def test_pixel_ap_against_the_slow_definition_and_sklearn_with_ignored_pixels():
     rng = np.random.default_rng(3)
     mask = rng.choice([0, 4, 255], size=(9, 11), p=[0.5, 0.3, 0.2]).astype(np.uint8)
-    scores = np.round(rng.random((9, 11)), 1)  # ties on purpose
-    scores[mask == 255] = 1.0  # ignored pixels must not count even with top scores
+    maps = np.stack([np.round(rng.random((9, 11)), 1), rng.random((9, 11)), np.zeros((9, 11))])  # ties; no ties; all tied
+    maps[0][mask == 255] = 1.0  # ignored pixels must not count even with top scores
     keep = mask != 255
-    expected = slow_ap((mask[keep] == 4), scores[keep])
-    assert pixel_ap(mask, 3, scores) == pytest.approx(expected)
-    assert pixel_ap(mask, 3, scores) == pytest.approx(average_precision_score(mask[keep] == 4, scores[keep]))
-    assert math.isnan(pixel_ap(mask, 7, scores))  # class absent from the mask
+    got = pixel_ap(mask, 3, maps)
+    for r in range(3):
+        assert got[r] == pytest.approx(slow_ap(mask[keep] == 4, maps[r][keep]))
+        assert got[r] == pytest.approx(average_precision_score(mask[keep] == 4, maps[r][keep]))
+    assert np.isnan(pixel_ap(mask, 7, maps)).all()  # class absent from the mask
+
+
+def test_batched_ap_equals_sklearn_on_many_random_cases():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        k = int(rng.integers(2, 300))
+        y = rng.random(k) < rng.uniform(0.05, 0.9)
+        if not y.any():
+            y[0] = True
+        rows = np.round(rng.random((4, k)), int(rng.integers(1, 4)))
+        expected = [average_precision_score(y, r) for r in rows]
+        assert average_precision_rows(y, rows) == pytest.approx(expected)
 
 
 def test_committees_exhaustive_when_few_seeded_otherwise():
