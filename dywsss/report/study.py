@@ -89,8 +89,9 @@ def accuracy_sentence(c: Correlation | Mapping[str, Any], explain_label: str, ac
     n, level = get("n"), get("ci_level")
     head = f"Does the more accurate model explain better (by {explain_label})? "
     v = verdict(c)
-    if get("pearson") is None or not np.isfinite(get("pearson") if get("pearson") is not None else np.nan):
-        return head + f"Undefined over {n} models ({get('reason') or 'no interval'})."
+    r = get("pearson")
+    if r is None or not np.isfinite(r):
+        return head + f"Undefined over {n} models ({get('reason') or 'no correlation'})."
     stats_text = (f"Pearson r = {_f(get('pearson'))} [{_f(get('pearson_ci_low'))}, {_f(get('pearson_ci_high'))}] "
                   f"({level:.0%} bootstrap interval over {n} models, p = {_f(get('pearson_p'), '.2g')}; "
                   f"Spearman rho = {_f(get('spearman'))} [{_f(get('spearman_ci_low'))}, "

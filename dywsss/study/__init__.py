@@ -56,6 +56,8 @@ def run_study(path: PathLike, jobs: int | None = None, backend: str | None = Non
         return {c.name: "pending" for c in cells}, None
     spec.root.mkdir(parents=True, exist_ok=True)
     status = StudyStatus.open(spec.root / "status.json", header)
+    if not only:  # cells no longer in the study are dropped from the record
+        status.cells = {k: v for k, v in status.cells.items() if k in {c.name for c in cells}}
     state: dict[str, str] = {}
     if not collect_only:
         executor = None

@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..io import write_text_atomic
 from ..registry import Registry
 from ..stages import REPO
-from .spec import ModelSpec, StudySpec, data_out
+from .spec import ModelSpec, StudySpec, data_out, parse_options
 
 PathLike = str | os.PathLike
 
@@ -70,15 +70,11 @@ def _script(rel: str) -> str:
 # ------------------------------------------------------------- preparation
 def derive_config(source: Path, dest: Path, overrides: Sequence[str]) -> bool:
     """Write ``source`` config with ``key=value`` ``overrides`` to ``dest`` (only when it changes)."""
-    import argparse
+    from mmengine.config import Config
 
-    from mmengine.config import Config, DictAction
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--options", nargs="+", action=DictAction)
     cfg = Config.fromfile(str(source))
     if overrides:
-        cfg.merge_from_dict(parser.parse_args(["--options", *overrides]).options)
+        cfg.merge_from_dict(parse_options(overrides))
     text = cfg.pretty_text
     if dest.is_file() and dest.read_text() == text:
         return False

@@ -8,6 +8,7 @@ model), methods are resolved per model (CNN or ViT), names are checked.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shlex
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 from ..config import ConfigKeyError, data_path, load_config
 from ..errors import ConfigError, MissingInputError
@@ -168,6 +169,15 @@ def _is_number(s: str) -> bool:
     return True
 
 
+def parse_options(options: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` strings parsed as ``--options`` parses them (mmengine's DictAction)."""
+    if not options:
+        return {}
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--options", nargs="+", action=DictAction)
+    return dict(parser.parse_args(["--options", *options]).options)
+
+
 def _options(raw: Any, where: str) -> tuple[str, ...]:
     if raw is None:
         return ()
@@ -233,13 +243,7 @@ def _model(raw: Any, i: int, path: Path, methods: Mapping[str, Mapping[str, str]
         if o.split("=", 1)[0] in ("session_name", "work_dir_root", "cam_method"):
             raise ConfigError(f"{where}: option {o.split('=', 1)[0]} is set by the study runner")
     try:
-        from mmengine.config import DictAction  # noqa: F401  (the parser the stages use)
-        import argparse
-
-        parser = argparse.ArgumentParser()
-        parser.add_argument("--options", nargs="+", action=DictAction)
-        overrides = parser.parse_args(["--options", *options]).options if options else {}
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, parse_options(options))
     except ConfigKeyError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except FileNotFoundError as exc:
