@@ -237,3 +237,22 @@ def test_run_study_script_reports_a_bad_config_in_one_line(tmp_path):
         run_main(lambda: module.main([str(path)]))
     message = str(exc.value.code)
     assert message.startswith("error:") and "models is empty" in message and "\n" not in message
+
+
+def test_an_existing_run_joins_without_training(tmp_path):
+    old = tmp_path / "old_run"
+    (old / "model").mkdir(parents=True)
+    (old / "config.py").write_text("network = 'resnet18'\npretrained = False\nsession_name = 'old_run'\n"
+                                   "eval_list = 'val.txt'\ninfer_list = 'val.txt'\nweights = 'best.pth'\n"
+                                   "list_root = 'voc12'\ncam_method = 'cam'\n")
+    spec = load_study(write_study(tmp_path, f"models = [dict(name='old', session={str(old)!r})]\n"
+                                             "methods = ['cam', 'gradcam']\n"))
+    cells = {c.name: c for c in expand(spec)}
+    assert list(cells) == ["old_cam", "old_gradcam"]
+    for name, c in cells.items():
+        assert c.meta["trains"] == "no" and c.command[2] == str(old / "config.py")
+        assert c.links == ((tmp_path / "work/runs" / name / "model", old / "model"),)
+        assert c.derive[0][0] == old / "config.py"
+    assert cells["old_cam"].depends == () and cells["old_gradcam"].depends == ()
+    with pytest.raises(Exception, match="not a finished run"):
+        load_study(write_study(tmp_path, f"models = [dict(name='x', session={str(tmp_path / 'nothing')!r})]\n"))

@@ -218,7 +218,7 @@ def session_cells(spec: StudySpec) -> list[Cell]:
     cells = []
     data_dep = ("data",) if spec.data_args else ()
     for model in spec.models:
-        owner = None  # the cell whose session holds model/
+        owner = None  # the training cell, whose session holds model/ (None: an existing run's)
         for i, method in enumerate(model.methods):
             name = f"{model.name}_{method}"
             session = spec.session_dir(model, method)
@@ -239,8 +239,6 @@ def session_cells(spec: StudySpec) -> list[Cell]:
             cells.append(Cell(name, cmd, session_outputs(spec, model, method), _log(spec, name), deps,
                               links=((session / "model", source_dir / "model"),), derive=derive,
                               meta=dict(meta, trains="no", model_from=str(source_dir))))
-            if owner is None:
-                owner = (name, session)
     return cells
 
 

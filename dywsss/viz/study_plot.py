@@ -62,7 +62,7 @@ def plot_committee_size(robustness: pd.DataFrame, path: PathLike, member_map: Se
     sub-committee with those against the full committee, and the sub-committee consensus's mAP
     (mean ± sd over trials, trials as dots); the members' own mAP as dashed lines."""
     df = robustness[robustness["kind"].isin(["size", "full"])]
-    fig = Figure(figsize=(10, 4))
+    fig = Figure(figsize=(10, 4), layout="constrained")
     left, right = fig.subplots(1, 2)
     for ax, col, ylabel in ((left, "pearson_vs_full", "Pearson with full committee"),
                             (right, "mean_ap", "consensus mAP vs masks")):
