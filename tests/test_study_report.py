@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from dywsss.metrics.correlation import correlate
+from dywsss.provenance import sha256_file
 from dywsss.report.study import accuracy_sentence, verdict
 from dywsss.study import load_study
 from dywsss.study.collect import collect_study
@@ -116,6 +117,9 @@ def test_the_accuracy_answer_is_stated_with_its_interval(study):
     c = answer["correlation"]
     assert f"[{c['pearson_ci_low']:.2f}, {c['pearson_ci_high']:.2f}]" in head
     assert answer["verdict"] == verdict(c)
+    record = next(i for i in cross["inputs"] if i.get("method") == "gradcam" and i["model"] == "m3")
+    assert record["files"][0]["sha256"] == sha256_file(study["spec"].runs_dir / "m3_gradcam/eval/val_best/ece.json")
+    assert record["weights"]["sha256"] == sha256_file(study["spec"].runs_dir / "m3_gradcam/model/best.pth")
 
 
 def test_verdicts_and_sentences_by_hand():

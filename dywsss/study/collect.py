@@ -28,7 +28,7 @@ from ..data.voc import load_cls_labels, read_image_list
 from ..io import load_npz, save_npz_atomic, write_json_atomic, write_text_atomic
 from ..metrics.consensus import Committees, ConsensusRun, Member, build_consensus, plan_committees
 from ..metrics.vice import vice as vice_stat
-from ..provenance import sha256_file, sha256_files, sha256_json
+from ..provenance import file_record, sha256_file, sha256_files, sha256_json
 from ..report.study import (
     accuracy_answers,
     default_columns,
@@ -262,12 +262,18 @@ def collect_study(spec: StudySpec, status: Mapping[str, Any] | None = None,
                                                         {c: label(c) for c in shown},
                                                         {k: (np.nan if v is None else v) for k, v in pearson.items()},
                                                         title=f"{spec.name}: {len(models)} models")
+    inputs = [dict(model=m, method=meth, session=str(r.paths.root),
+                   files=[file_record(r.eval_dir / f) for f in ("ece.json", "vice.json", "ji_curve.json")],
+                   weights=file_record(r.weights_file) if r.weights_file.is_file() else None)
+              for (m, meth), r in runs.items()]
+    inputs += [dict(model=m, ood_list=stem, files=[file_record(r.eval_dir / "ece.json")])
+               for (m, stem), r in ood_runs.items()]
     cross = dict(study=spec.name, config=str(spec.path), config_sha256=sha256_file(spec.path), columns=columns,
                  n_models=int(len(models)), n_boot=spec.report.n_boot, level=spec.report.level, seed=spec.report.seed,
                  headline=None if headline is None else headline.sentence,
                  answers=[dict(column=a.column, verdict=a.verdict, sentence=a.sentence, correlation=a.correlation)
                           for a in answers],
-                 ood_trees=[dict(path=str(t), list=stem) for t, stem in trees], notes=notes)
+                 ood_trees=[dict(path=str(t), list=stem) for t, stem in trees], inputs=inputs, notes=notes)
     write_json_atomic(root / "cross_model.json", cross)
     report = _render(spec, runs, models, corr, answers, headline, consensus, table_files, figures, status, notes)
     log(f"[study] report: {report}")
