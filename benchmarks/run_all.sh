@@ -23,3 +23,9 @@ else
   echo "== train: loader and steps"
   "$PY" benchmarks/bench_train.py --steps 3 --warmup 1 --num-workers 2
 fi
+echo "== consensus: all committees in one pass vs one pass per committee"
+if [ "$device" = cuda ]; then
+  "$PY" benchmarks/bench_consensus.py --members 15 --images 100 --side 320 --trials 10
+else
+  "$PY" benchmarks/bench_consensus.py --members 6 --images 20 --side 160 --trials 5
+fi

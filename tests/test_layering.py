@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "dywsss"
 LAYERS = {
     "errors": 0, "io": 0, "provenance": 0, "registry": 0, "config": 0, "schema": 0, "recipe": 0, "session": 0,
     "mapfile": 0, "cli": 0, "data": 1, "models": 2, "metrics": 3, "explain": 4, "engine": 5, "viz": 6,
-    "report": 7, "stages": 8, "pipeline": 8,
+    "report": 7, "stages": 8, "pipeline": 8, "study": 9,
 }
 
 

@@ -12,6 +12,15 @@ still visible in the mask, so masks, labels and XML always agree.
 Everything is drawn from ``numpy.random.default_rng((seed, split, index))``:
 the same seed gives the same bytes, and an image does not depend on how many
 other images are made.
+
+A :class:`DemoShift` makes an out-of-distribution set with the same classes
+(beyond-spec §3.4, "generator shift"): every class hue is rotated by
+``hue_shift`` degrees (colours never seen in training; shapes and textures
+kept) and/or the background is replaced by a kind never seen in training
+(``stripes``: bold saturated stripes; ``blocks``: a coarse grid of saturated
+colours). The shift draws from its own generator ``(seed, split, index, 1)``
+after the image's usual draws, so a shifted image has exactly the layout, the
+mask and the labels of the unshifted image of the same seed and index.
 """
 from __future__ import annotations
 
@@ -181,6 +190,53 @@ def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+BACKGROUNDS = ("clutter", "stripes", "blocks")
+
+
+@dataclass(frozen=True)
+class DemoShift:
+    """A generator shift: class hues rotated by ``hue_shift`` degrees, another ``background`` kind."""
+
+    hue_shift: float = 0.0
+    background: str = "clutter"
+
+    def __post_init__(self) -> None:
+        if self.background not in BACKGROUNDS:
+            raise ValueError(f"background={self.background!r}: choose one of {', '.join(BACKGROUNDS)}")
+        if not np.isfinite(self.hue_shift):
+            raise ValueError(f"hue_shift={self.hue_shift!r}: must be a finite number of degrees")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.hue_shift % 360 == 0 and self.background == "clutter"
+
+    @property
+    def tag(self) -> str:
+        """Short name used in list names: ``shift_hue120_stripes``."""
+        parts = ["shift"]
+        if self.hue_shift % 360:
+            parts.append(f"hue{self.hue_shift:g}")
+        if self.background != "clutter":
+            parts.append(self.background)
+        return "_".join(parts)
+
+
+def _shifted_background(h: int, w: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """An unseen background, float32 [H, W, 3]: saturated ``stripes`` or ``blocks``."""
+    colours = np.stack([_hsv_to_rgb(float(rng.uniform(0, 360)), float(rng.uniform(0.7, 1.0)),
+                                    float(rng.uniform(0.5, 1.0))) for _ in range(4)])
+    if kind == "stripes":
+        period = rng.uniform(6, 18)
+        angle = rng.uniform(0, np.pi)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        band = np.floor((xx * np.cos(angle) + yy * np.sin(angle)) / period).astype(np.int64) % 2
+        return colours[band].astype(np.float32)
+    cells = int(rng.integers(4, 9))
+    grid = rng.integers(0, len(colours), size=(cells, cells))
+    idx = cv2.resize(grid.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    return colours[idx].astype(np.float32)
+
+
 @dataclass
 class _Placed:
     cls: int
@@ -206,7 +262,7 @@ def _place(cls: int, h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarr
 
 
 def _paint(img: np.ndarray, sil: np.ndarray, inv: np.ndarray, centre: np.ndarray, cls: int,
-           rng: np.random.Generator) -> None:
+           rng: np.random.Generator, hue_shift: float = 0.0) -> None:
     """Paint a class's colour and texture into ``img`` where ``sil`` is set."""
     style = STYLES[cls]
     ys, xs = np.nonzero(sil)
@@ -218,7 +274,7 @@ def _paint(img: np.ndarray, sil: np.ndarray, inv: np.ndarray, centre: np.ndarray
     v = inv[1, 0] * dx + inv[1, 1] * dy
     period = style.period * np.exp(rng.uniform(-0.2, 0.2))
     pattern = TEXTURES[style.texture](u, v, period, rng)
-    hue = style.hue + rng.uniform(-12, 12)
+    hue = style.hue + rng.uniform(-12, 12) + hue_shift
     sat = style.sat * rng.uniform(0.8, 1.1)
     val = style.val * rng.uniform(0.8, 1.1)
     primary = _hsv_to_rgb(hue, sat, val)
@@ -235,14 +291,21 @@ def _border_band(label: np.ndarray, width: int) -> np.ndarray:
     return cv2.dilate(label, kernel) != cv2.erode(label, kernel)
 
 
-def render_image(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def render_image(h: int, w: int, rng: np.random.Generator, shift: DemoShift | None = None,
+                 shift_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """One demo image: uint8 RGB [H, W, 3], uint8 mask [H, W] (0, 1..20, 255), visible class ids.
 
     Objects are drawn in order; a new object is re-placed (up to 8 tries) when
     it would hide more than 60% of an earlier object's visible pixels, so most
-    objects stay recognisable.
+    objects stay recognisable. ``shift`` (with its own ``shift_rng``) changes colours
+    and background only; ``rng`` is consumed exactly as without it.
     """
+    shift = shift or DemoShift()
     img = _background(h, w, rng)
+    if shift.background != "clutter":
+        if shift_rng is None:
+            raise ValueError("a background shift needs its own generator (shift_rng)")
+        img = _shifted_background(h, w, shift.background, shift_rng)
     label = np.zeros((h, w), dtype=np.uint8)
     n_obj = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
     classes = rng.choice(NUM_CLASSES, size=n_obj, replace=False)
@@ -254,7 +317,7 @@ def render_image(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, 
                 break
         else:
             continue
-        _paint(img, sil, inv, centre, int(cls), rng)
+        _paint(img, sil, inv, centre, int(cls), rng, shift.hue_shift)
         label[sil] = cls + 1
     img += rng.normal(0.0, rng.uniform(4, 12), size=img.shape).astype(np.float32)
     img = cv2.GaussianBlur(img, (3, 3), 0.6)
@@ -329,11 +392,16 @@ def make_demo_voc(
     min_side: int = 300,
     max_side: int = 500,
     progress: bool = True,
+    shift: DemoShift | None = None,
 ) -> DemoTree:
     """Write the demo set under ``out`` (VOC2012/..., train_aug.txt, train.txt, val.txt, cls_labels.json).
 
     ``train.txt`` equals ``train_aug.txt`` (the demo has no separate SBD part).
-    Image sides are uniform integers in [min_side, max_side].
+    Image sides are uniform integers in [min_side, max_side]. With a ``shift`` the
+    images are shifted (:class:`DemoShift`; masks and labels as without it), and the
+    val list is also written as ``val_<shift tag>.txt`` beside a ``manifest.json``
+    that ``dywsss.data.corruptions.read_ood_manifest`` reads, so the set is an OOD
+    evaluation tree with evaluation folders of their own name.
     """
     if n_train < 1 or n_val < 1:
         raise ConfigError(f"need at least one train and one val image, got --train {n_train} --val {n_val}")
@@ -346,8 +414,9 @@ def make_demo_voc(
     jobs = [(split, i, name) for split, names in splits.items() for i, name in enumerate(names)]
     for split, i, name in tqdm(jobs, desc="demo images", disable=not progress, leave=False):
         rng = np.random.default_rng((seed, SPLIT_CODES[split], i))
+        shift_rng = np.random.default_rng((seed, SPLIT_CODES[split], i, 1))
         h, w = (int(x) for x in rng.integers(min_side, max_side + 1, size=2))
-        image, mask, present = render_image(h, w, rng)
+        image, mask, present = render_image(h, w, rng, shift, shift_rng)
         _save_jpeg(voc / "JPEGImages" / f"{name}.jpg", image)
         save_palette_png(voc / "SegmentationClass" / f"{name}.png", mask)
         save_palette_png(voc / "SegmentationClassAug" / f"{name}.png", mask)
@@ -362,4 +431,23 @@ def make_demo_voc(
     write_text_atomic(root / "train.txt", lists["train"])
     write_text_atomic(root / "val.txt", lists["val"])
     write_cls_labels(root / "cls_labels.json", labels)
+    if shift is not None and not shift.is_identity:
+        _write_shift_manifest(root, shift, seed, lists["val"], n_train, n_val, min_side, max_side)
     return DemoTree(root, voc, root / "train_aug.txt", root / "val.txt", root / "cls_labels.json")
+
+
+def _write_shift_manifest(root: Path, shift: DemoShift, seed: int, val_ids: str, n_train: int, n_val: int,
+                          min_side: int, max_side: int) -> None:
+    """The shifted set as an OOD evaluation tree: its val list under its own name, and the manifest."""
+    import json
+
+    from ..provenance import sha256_file
+
+    list_name = f"val_{shift.tag}.txt"
+    write_text_atomic(root / list_name, val_ids)
+    manifest = dict(kind="shift", shift=dict(hue_shift=shift.hue_shift, background=shift.background),
+                    seed=int(seed), n_images=n_val, list=list_name, voc12_root="VOC2012",
+                    gt_dir="VOC2012/SegmentationClassAug", cls_label="cls_labels.json",
+                    generator=dict(n_train=n_train, n_val=n_val, min_side=min_side, max_side=max_side),
+                    list_sha256=sha256_file(root / list_name))
+    write_text_atomic(root / "manifest.json", json.dumps(manifest, indent=2) + "\n")

@@ -1,0 +1,173 @@
+"""The cross-model report of a study (beyond-spec §2.1 step 5, §3.3): one row per model, every pair
+of its quantities correlated across models, the "does the more accurate model explain better"
+answer with its interval, and the study's HTML page.
+
+Per-model quantities (columns of ``models.csv``; fractions as stored):
+
+* ``map``, ``acc_ml``, ``ece_ml``: clean mAP, ML-accuracy and ECE_ML (``ece.json`` of the model's
+  first session; they do not depend on the map method);
+* ``ood_map``, ``ood_acc_ml``, ``ood_ece_ml``: their means over the study's OOD trees, and
+  ``ood_map:<tree>`` per tree;
+* per method ``m``: ``best_miou:m`` (best dataset mIoU of the JI curve), ``vice:m`` (VICE),
+  ``consensus_score:m`` (the model's consensus score in the committee of method m),
+  ``mask_ap:m`` (mAP of its maps against the masks), ``vice_consensus:m`` (Pearson of -loss
+  and the per-image consensus score).
+
+Each pair gets Pearson and Spearman with p-values and paired percentile bootstrap intervals
+(models resampled with their pair of values), from :func:`dywsss.metrics.correlation.correlate`.
+"""
+from __future__ import annotations
+
+import html
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..io import write_text_atomic
+from ..metrics.correlation import Correlation, correlate
+
+PathLike = str | os.PathLike
+ACCURACY = "map"
+#: explanation quantities, each higher-is-better, per method
+MAP_METRICS: tuple[str, ...] = ("best_miou", "vice", "consensus_score", "mask_ap", "vice_consensus")
+LABELS: dict[str, str] = {
+    "map": "clean mAP", "acc_ml": "clean ML-accuracy", "ece_ml": "ECE_ML", "ood_map": "OOD mAP",
+    "ood_acc_ml": "OOD ML-accuracy", "ood_ece_ml": "OOD ECE_ML", "best_miou": "best mIoU", "vice": "VICE",
+    "consensus_score": "consensus score", "mask_ap": "mAP of maps vs masks", "vice_consensus": "VICE vs consensus",
+}
+
+
+def label(column: str) -> str:
+    """Display name of a column: ``best_miou:gradcam`` -> ``best mIoU (gradcam)``."""
+    base, _, method = column.partition(":")
+    text = LABELS.get(base, base)
+    return f"{text} ({method})" if method else text
+
+
+def default_columns(frame: pd.DataFrame, methods: Sequence[str]) -> list[str]:
+    """clean mAP, OOD mAP, ECE_ML, then each map metric per method, where the frame has them (not all NaN)."""
+    cols = ["map", "ood_map", "ece_ml"] + [f"{m}:{meth}" for meth in methods for m in MAP_METRICS]
+    return [c for c in cols if c in frame.columns and frame[c].notna().any()]
+
+
+def pairwise_correlations(frame: pd.DataFrame, columns: Sequence[str], n_boot: int = 2000, level: float = 0.95,
+                          seed: int = 0) -> pd.DataFrame:
+    """Every pair (x, y) of ``columns`` across the frame's rows (models): one row of
+    :class:`Correlation` fields per pair, with ``x``, ``y`` and their labels."""
+    rows = []
+    for x, y in itertools.combinations(columns, 2):
+        c = correlate(frame[x].to_numpy(float), frame[y].to_numpy(float), n_boot=n_boot, level=level, seed=seed)
+        rows.append(dict(x=x, y=y, x_label=label(x), y_label=label(y), **c.summary()))
+    return pd.DataFrame(rows)
+
+
+def verdict(c: Correlation | Mapping[str, Any]) -> str:
+    """``yes`` (interval above 0), ``opposite`` (below 0), ``not shown`` (contains 0), ``undefined``."""
+    get = c.get if isinstance(c, Mapping) else lambda k: getattr(c, k)
+    lo, hi = get("pearson_ci_low"), get("pearson_ci_high")
+    if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+        return "undefined"
+    if lo > 0:
+        return "yes"
+    if hi < 0:
+        return "opposite"
+    return "not shown"
+
+
+def _f(v: Any, spec: str = ".2f") -> str:
+    return "n/a" if v is None or not np.isfinite(v) else format(float(v), spec)
+
+
+def accuracy_sentence(c: Correlation | Mapping[str, Any], explain_label: str, accuracy_label: str = "clean mAP") -> str:
+    """The answer to "does the more accurate model explain better?" for one explanation quantity."""
+    get = c.get if isinstance(c, Mapping) else lambda k: getattr(c, k)
+    n, level = get("n"), get("ci_level")
+    head = f"Does the more accurate model explain better (by {explain_label})? "
+    v = verdict(c)
+    r = get("pearson")
+    if r is None or not np.isfinite(r):
+        return head + f"Undefined over {n} models ({get('reason') or 'no correlation'})."
+    stats_text = (f"Pearson r = {_f(get('pearson'))} [{_f(get('pearson_ci_low'))}, {_f(get('pearson_ci_high'))}] "
+                  f"({level:.0%} bootstrap interval over {n} models, p = {_f(get('pearson_p'), '.2g')}; "
+                  f"Spearman rho = {_f(get('spearman'))} [{_f(get('spearman_ci_low'))}, "
+                  f"{_f(get('spearman_ci_high'))}]).")
+    answer = {
+        "yes": f"Yes: across models, higher {accuracy_label} goes with higher {explain_label}",
+        "opposite": f"No, the opposite: higher {accuracy_label} goes with lower {explain_label}",
+        "not shown": f"Not shown: the interval of the correlation of {accuracy_label} and {explain_label} includes 0",
+        "undefined": "Undefined: no bootstrap interval",
+    }[v]
+    return f"{head}{answer}; {stats_text}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    column: str
+    sentence: str
+    verdict: str
+    correlation: dict
+
+
+def accuracy_answers(frame: pd.DataFrame, methods: Sequence[str], n_boot: int, level: float, seed: int,
+                     accuracy: str = ACCURACY) -> list[Answer]:
+    """One answer per explanation column present (every map metric of every method)."""
+    out = []
+    for meth in methods:
+        for m in MAP_METRICS:
+            col = f"{m}:{meth}"
+            if col not in frame.columns or accuracy not in frame.columns or not frame[col].notna().any():
+                continue
+            c = correlate(frame[accuracy].to_numpy(float), frame[col].to_numpy(float), n_boot, level, seed)
+            out.append(Answer(col, accuracy_sentence(c, label(col), label(accuracy)), verdict(c), c.summary()))
+    return out
+
+
+# -------------------------------------------------------------------- HTML
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:0.6em 0}td,th{border:1px solid #ccc;padding:3px 7px}
+th{background:#f0f3f8}td.num{text-align:right}.failed{color:#b00020}.ok{color:#1b7f3b}.blocked{color:#a66}
+img{max-width:100%;border:1px solid #ddd;margin:4px 0}.answer{background:#f6f8fb;padding:8px;border-left:3px solid #2776B7}
+code{background:#f3f3f3;padding:0 3px}"""
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def html_table(frame: pd.DataFrame, floats: str = "{:.4g}", index: bool = False) -> str:
+    """A plain HTML table of a frame (numbers right-aligned)."""
+    df = frame.reset_index() if index else frame
+    head = "".join(f"<th>{_esc(c)}</th>" for c in df.columns)
+    body = []
+    for _, row in df.iterrows():
+        cells = []
+        for v in row:
+            if isinstance(v, (float, np.floating)):
+                cells.append(f'<td class="num">{"" if not np.isfinite(v) else floats.format(v)}</td>')
+            elif isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+                cells.append(f'<td class="num">{v}</td>')
+            else:
+                cells.append(f"<td>{v if str(v).startswith('<a ') else _esc(v)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def render_study_html(path: PathLike, title: str, sections: Sequence[tuple[str, str]]) -> Path:
+    """Write the study page: ``sections`` are (heading, inner HTML); links and images are relative."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+             f"<style>{CSS}</style></head><body><h1>{_esc(title)}</h1>"]
+    toc = "".join(f'<li><a href="#s{i}">{_esc(h)}</a></li>' for i, (h, _) in enumerate(sections))
+    parts.append(f"<ul>{toc}</ul>")
+    for i, (heading, inner) in enumerate(sections):
+        parts.append(f'<section id="s{i}"><h2>{_esc(heading)}</h2>{inner}</section>')
+    parts.append("</body></html>\n")
+    return write_text_atomic(path, "\n".join(parts))
+
+
+def relative(target: PathLike, start: PathLike) -> str:
+    return os.path.relpath(Path(target).resolve(), Path(start).resolve())

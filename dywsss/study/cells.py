@@ -1,0 +1,277 @@
+"""A study's cells: one subprocess each, with its outputs, log, dependencies and preparation.
+
+Cell kinds (registered in :data:`CELL_BUILDERS`, expanded in this order):
+
+* ``data``: the demo data (``scripts/make_demo_voc.py``), when the study has ``data.demo_args``;
+* ``ood_data``: one corrupted tree per (corruption, severity) (``scripts/make_ood_voc.py``) and the
+  demo generator shift (``scripts/make_demo_voc.py --hue-shift/--background``);
+* ``session``: one per (model, method): ``scripts/run_stages.py`` in ``runs/<model>_<method>``.
+  The model's first method trains; the others reuse its ``model/`` (a symlink made just before
+  the cell runs) and get its merged ``config.py`` with their ``cam_method`` (the map folder name
+  has no method, so each method has its own session);
+* ``ood_eval``: per model, the evaluation stages on every OOD tree (``scripts/run_eval_stages.py``)
+  in the model's first session.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ..config import SessionPaths
+from ..errors import ConfigError
+from ..io import write_text_atomic
+from ..registry import Registry
+from ..stages import REPO
+from .spec import ModelSpec, StudySpec, data_out, parse_options
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One unit of work: ``command`` (run in ``cwd``, output to ``log``) must leave ``outputs``.
+
+    ``links``: (link, target) symlinks made before it runs; ``derive``: (source config,
+    destination, overrides) configs written before it runs. ``meta``: what it stands
+    for (kind, model, method, session), for the collection step and the status file.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    outputs: tuple[Path, ...]
+    log: Path
+    depends: tuple[str, ...] = ()
+    links: tuple[tuple[Path, Path], ...] = ()
+    derive: tuple[tuple[Path, Path, tuple[str, ...]], ...] = ()
+    meta: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+    def missing_outputs(self) -> list[Path]:
+        return [p for p in self.outputs if not Path(p).exists()]
+
+
+@dataclass(frozen=True)
+class CellResult:
+    name: str
+    rc: int
+    seconds: float
+    error: str = ""
+
+
+def _script(rel: str) -> str:
+    return str(REPO / rel)
+
+
+# ------------------------------------------------------------- preparation
+def derive_config(source: Path, dest: Path, overrides: Sequence[str]) -> bool:
+    """Write ``source`` config with ``key=value`` ``overrides`` to ``dest`` (only when it changes)."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(source))
+    if overrides:
+        cfg.merge_from_dict(parse_options(overrides))
+    text = cfg.pretty_text
+    if dest.is_file() and dest.read_text() == text:
+        return False
+    write_text_atomic(dest, text)
+    return True
+
+
+def make_link(link: Path, target: Path) -> None:
+    """A relative symlink ``link -> target``; an existing link is replaced, anything else is an error."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(Path(target).resolve(), link.parent.resolve())
+    if link.is_symlink():
+        if os.readlink(link) == rel:
+            return
+        link.unlink()
+    elif link.exists():
+        raise FileExistsError(f"{link}: exists and is not a link; the study wants it to point to {target}")
+    link.symlink_to(rel, target_is_directory=True)
+
+
+def run_cell(cell: Cell, env: Mapping[str, str] | None = None) -> CellResult:
+    """Prepare and run one cell, its stdout and stderr going to ``cell.log``. Picklable (submitit)."""
+    t0 = time.perf_counter()
+    cell.log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for link, target in cell.links:
+            make_link(Path(link), Path(target))
+        for source, dest, overrides in cell.derive:
+            if not Path(source).is_file():
+                raise FileNotFoundError(f"{source}: config to derive {dest} from is missing")
+            derive_config(Path(source), Path(dest), overrides)
+    except (OSError, ValueError) as exc:
+        with open(cell.log, "a") as fh:
+            fh.write(f"[study] preparing cell {cell.name} failed: {exc}\n")
+        return CellResult(cell.name, 1, time.perf_counter() - t0, f"preparation failed: {exc}")
+    with open(cell.log, "a") as fh:
+        fh.write(f"[study] {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(cell.command)}\n")
+        fh.flush()
+        try:
+            rc = subprocess.run(list(cell.command), stdout=fh, stderr=subprocess.STDOUT, cwd=cell.cwd,
+                                env=None if env is None else {**os.environ, **env}).returncode
+        except OSError as exc:
+            fh.write(f"[study] cannot start: {exc}\n")
+            return CellResult(cell.name, 127, time.perf_counter() - t0, f"cannot start: {exc}")
+    error = ""
+    if rc == 0 and cell.missing_outputs():
+        missing = cell.missing_outputs()
+        error = f"exit status 0 but {len(missing)} output(s) missing, e.g. {missing[0]}"
+        rc = 1
+    return CellResult(cell.name, rc, time.perf_counter() - t0, error)
+
+
+# --------------------------------------------------------------- expansion
+CELL_BUILDERS: Registry[Callable[[StudySpec], list[Cell]]] = Registry("study cell kind")
+#: expansion order of the built-in kinds (a dependency's kind comes first); others follow by name
+KIND_ORDER = ("data", "ood_data", "session", "ood_eval")
+
+
+def _log(spec: StudySpec, name: str) -> Path:
+    return spec.root / "logs" / f"{name}.log"
+
+
+@CELL_BUILDERS.register("data")
+def data_cells(spec: StudySpec) -> list[Cell]:
+    if not spec.data_args:
+        return []
+    out = data_out(spec.data_args)
+    return [Cell("data", (spec.python, _script("scripts/make_demo_voc.py"), *shlex.split(spec.data_args)),
+                 (out / "train_aug.txt", out / "val.txt", out / "cls_labels.json"), _log(spec, "data"),
+                 meta=dict(kind="data"))]
+
+
+def _shift_list_stem(demo_args: str) -> str:
+    import argparse
+
+    from ..data.demo import DemoShift
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--hue-shift", type=float, default=0.0)
+    p.add_argument("--background", default="clutter")
+    known, _ = p.parse_known_args(shlex.split(demo_args))
+    shift = DemoShift(known.hue_shift, known.background)
+    if shift.is_identity:
+        raise ConfigError(f"ood.shift.demo_args={demo_args!r}: no shift (give --hue-shift and/or --background)")
+    return f"val_{shift.tag}"
+
+
+def ood_trees(spec: StudySpec) -> list[tuple[Path, str]]:
+    """Every OOD tree of the study with its list stem (known before the tree exists): corrupted
+    copies, the shifted demo set, and existing trees listed in ``ood.trees`` (read from their manifest)."""
+    from ..data.corruptions import ood_list_name, read_ood_manifest
+
+    trees = [(spec.ood_dir / f"{c}_s{s}", Path(ood_list_name(spec.ood.source["list"], c, s)).stem)
+             for c in spec.ood.corruptions for s in spec.ood.severities]
+    if spec.ood.shift_args is not None:
+        trees.append((data_out(spec.ood.shift_args), _shift_list_stem(spec.ood.shift_args)))
+    return trees + [(t, read_ood_manifest(t).name) for t in spec.ood.trees]
+
+
+@CELL_BUILDERS.register("ood_data")
+def ood_data_cells(spec: StudySpec) -> list[Cell]:
+    deps = ("data",) if spec.data_args else ()
+    cells = []
+    src = spec.ood.source
+    for c in spec.ood.corruptions:
+        for s in spec.ood.severities:
+            name = f"ood_data_{c}_s{s}"
+            cmd = (spec.python, _script("scripts/make_ood_voc.py"), "--list", src["list"], "--voc12-root",
+                   src["voc12_root"], "--cls-label", src["cls_label"], "--out", str(spec.ood_dir), "--corruption", c,
+                   "--severity", str(s), "--seed", str(spec.ood.seed), "--jpeg-quality", str(spec.ood.jpeg_quality))
+            cells.append(Cell(name, cmd, (spec.ood_dir / f"{c}_s{s}" / "manifest.json",), _log(spec, name), deps,
+                              meta=dict(kind="ood_data", tree=str(spec.ood_dir / f"{c}_s{s}"))))
+    if spec.ood.shift_args is not None:
+        out = data_out(spec.ood.shift_args)
+        cells.append(Cell("ood_data_shift", (spec.python, _script("scripts/make_demo_voc.py"),
+                                             *shlex.split(spec.ood.shift_args)),
+                          (out / "manifest.json",), _log(spec, "ood_data_shift"), deps,
+                          meta=dict(kind="ood_data", tree=str(out))))
+    return cells
+
+
+def session_outputs(spec: StudySpec, model: ModelSpec, method: str) -> tuple[Path, ...]:
+    """The files a finished session cell leaves (report and the summaries the study reads)."""
+    paths = SessionPaths(spec.session_dir(model, method))
+    ev = paths.eval_dir(model.eval_list, model.weights)
+    return (paths.root / "report.html", ev / "per_sample.csv", ev / "ji_curve.json", ev / "ece.json",
+            ev / "vice.json")
+
+
+def _study_options(spec: StudySpec, model: ModelSpec, method: str) -> list[str]:
+    return [f"work_dir_root={spec.runs_dir}", f"cam_method={spec.cam_method(model, method)}",
+            f"fignote={model.name}/{method}"]
+
+
+def _list_args(spec: StudySpec, model: ModelSpec) -> list[str]:
+    return ["--list", model.eval_list, "--weights", model.weights]
+
+
+@CELL_BUILDERS.register("session")
+def session_cells(spec: StudySpec) -> list[Cell]:
+    cells = []
+    data_dep = ("data",) if spec.data_args else ()
+    for model in spec.models:
+        owner = None  # the training cell, whose session holds model/ (None: an existing run's)
+        for i, method in enumerate(model.methods):
+            name = f"{model.name}_{method}"
+            session = spec.session_dir(model, method)
+            opts = [*model.options, *_study_options(spec, model, method)]
+            cmd = (spec.python, _script("scripts/run_stages.py"), str(model.config), "--session",
+                   spec.session_name(model, method), *_list_args(spec, model), "--options", *opts)
+            meta = dict(kind="session", model=model.name, method=method, session=str(session),
+                        cam_method=spec.cam_method(model, method))
+            if model.trains and i == 0:
+                cells.append(Cell(name, cmd, session_outputs(spec, model, method), _log(spec, name), data_dep,
+                                  meta=dict(meta, trains="yes")))
+                owner = (name, session)
+                continue
+            source_dir = owner[1] if owner else model.session
+            deps = (owner[0],) if owner else data_dep
+            derive = ((source_dir / "config.py", session / "config.py",
+                       tuple([f"session_name={spec.session_name(model, method)}", *_study_options(spec, model, method)])),)
+            cells.append(Cell(name, cmd, session_outputs(spec, model, method), _log(spec, name), deps,
+                              links=((session / "model", source_dir / "model"),), derive=derive,
+                              meta=dict(meta, trains="no", model_from=str(source_dir))))
+    return cells
+
+
+@CELL_BUILDERS.register("ood_eval")
+def ood_eval_cells(spec: StudySpec) -> list[Cell]:
+    trees = ood_trees(spec)
+    if not trees:
+        return []
+    tree_deps = tuple(c.name for c in ood_data_cells(spec))
+    cells = []
+    for model in spec.models:
+        method = model.methods[0]
+        session = spec.session_dir(model, method)
+        name = f"{model.name}_ood"
+        outputs = tuple(SessionPaths(session).eval_dir(f"{stem}.txt", model.weights) / "ece.json"
+                        for _, stem in trees)
+        cmd = (spec.python, _script("scripts/run_eval_stages.py"), str(model.config), "--session",
+               spec.session_name(model, method), "--weights", model.weights,
+               "--options", *model.options, *_study_options(spec, model, method), "--ood", *(str(t) for t, _ in trees))
+        cells.append(Cell(name, cmd, outputs, _log(spec, name), (f"{model.name}_{method}", *tree_deps),
+                          meta=dict(kind="ood_eval", model=model.name, method=method, session=str(session),
+                                    trees=" ".join(str(t) for t, _ in trees))))
+    return cells
+
+
+def expand(spec: StudySpec, kinds: Sequence[str] | None = None) -> list[Cell]:
+    """All cells of a study, in dependency order (every dependency before its dependants)."""
+    cells: list[Cell] = []
+    order = list(KIND_ORDER) + [k for k in CELL_BUILDERS.names() if k not in KIND_ORDER]
+    for kind in kinds or order:
+        cells += CELL_BUILDERS.get(kind)(spec)
+    names = [c.name for c in cells]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"study cells repeat: {', '.join(dup)}")
+    return cells

@@ -1,0 +1,395 @@
+"""A study config: models, methods, metrics, consensus, OOD sets and how to run them (docs/STUDIES.md).
+
+A study file is an mmengine config (``config/studies/demo_study.py``); every key
+below is optional except ``study_name`` and ``models``. It is read and checked
+here, before anything runs: each model's base config is loaded with its
+overrides (so an unknown key or a missing file is reported up front, naming the
+model), methods are resolved per model (CNN or ViT), names are checked.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from mmengine.config import Config, DictAction
+
+from ..config import ConfigKeyError, data_path, load_config
+from ..errors import ConfigError, MissingInputError
+from ..stages import TRANSFORMER_MARKERS
+
+PathLike = str | os.PathLike
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+FAMILIES = ("cnn", "vit")
+BACKENDS = ("local", "submitit")
+# characters mmengine's --options parser (DictAction) would split or strip
+_UNSAFE = re.compile(r"[\s,\[\]()'\"]")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the study: ``config`` + ``options`` to train, or an existing ``session`` folder."""
+
+    name: str
+    config: Path
+    options: tuple[str, ...]
+    family: str
+    methods: tuple[str, ...]
+    eval_list: str
+    weights: str
+    session: Path | None = None
+
+    @property
+    def trains(self) -> bool:
+        return self.session is None
+
+
+@dataclass(frozen=True)
+class ConsensusSpec:
+    enabled: bool = True
+    rule: str = "l2"
+    similarity: str | None = None
+    sizes: tuple[int, ...] | None = None
+    trials: int = 10
+    seed: int = 0
+    ap_pairs: int | None = None
+    swap_evaluated: tuple[str, ...] = ()
+    swap_extra: tuple[int, int] = (1, 3)
+    swap_trials: int = 0
+    write_maps: bool = True
+
+
+@dataclass(frozen=True)
+class OODSpec:
+    """Corrupted copies of ``source`` (list, voc12_root, cls_label) and/or a demo generator shift."""
+
+    source: dict[str, str] = field(default_factory=dict)
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] = ()
+    seed: int = 0
+    jpeg_quality: int = 95
+    shift_args: str | None = None
+    trees: tuple[Path, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.corruptions and self.severities) or self.shift_args is not None or bool(self.trees)
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    n_boot: int = 2000
+    level: float = 0.95
+    seed: int = 0
+    primary_method: str | None = None
+    metrics: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionSpec:
+    backend: str = "local"
+    jobs: int = 0
+    threads_per_cell: int = 0
+    submitit: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    path: Path
+    root: Path
+    python: str
+    models: tuple[ModelSpec, ...]
+    methods: dict[str, dict[str, str]]
+    data_args: str | None
+    consensus: ConsensusSpec
+    ood: OODSpec
+    report: ReportSpec
+    execution: ExecutionSpec
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def ood_dir(self) -> Path:
+        return self.root / "ood"
+
+    def model(self, name: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def cam_method(self, model: ModelSpec, method: str) -> str:
+        """The ``cam_method`` value of a study method for a model's family."""
+        return self.methods[method][model.family]
+
+    def session_name(self, model: ModelSpec, method: str) -> str:
+        return f"{model.name}_{method}"
+
+    def session_dir(self, model: ModelSpec, method: str) -> Path:
+        return self.runs_dir / self.session_name(model, method)
+
+
+# ------------------------------------------------------------------ parsing
+def format_option(key: str, value: Any, where: str) -> str:
+    """``key=value`` as mmengine's ``--options`` parses it back to ``value``."""
+    def text(v: Any) -> str:
+        if isinstance(v, bool) or v is None:
+            return str(v)
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (list, tuple)):
+            inner = ",".join(text(x) for x in v)
+            return f"[{inner}]" if isinstance(v, list) else f"({inner}{',' if len(v) == 1 else ''})"
+        if isinstance(v, (str, os.PathLike)):
+            s = str(v)
+            if not s or _UNSAFE.search(s) or s in ("True", "False", "None") or _is_number(s):
+                raise ConfigError(f"{where}: option {key}={s!r} cannot pass through --options "
+                                  "(empty, a number/bool-like string, or spaces, commas, brackets or quotes)")
+            return s
+        raise ConfigError(f"{where}: option {key}={v!r}: only numbers, bools, None, strings, lists and tuples pass "
+                          "through --options; use dotted keys (optimizer.lr=0.01) for dicts")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", str(key)):
+        raise ConfigError(f"{where}: bad option key {key!r}")
+    return f"{key}={text(value)}"
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_options(options: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` strings parsed as ``--options`` parses them (mmengine's DictAction)."""
+    if not options:
+        return {}
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--options", nargs="+", action=DictAction)
+    return dict(parser.parse_args(["--options", *options]).options)
+
+
+def _options(raw: Any, where: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, Mapping):
+        return tuple(format_option(k, v, where) for k, v in raw.items())
+    if isinstance(raw, (list, tuple)) and all(isinstance(o, str) and "=" in o for o in raw):
+        return tuple(raw)
+    raise ConfigError(f"{where}: options must be a dict {{key: value}} or a list of 'key=value' strings, got {raw!r}")
+
+
+def _family(network: str) -> str:
+    return "vit" if any(m in network.lower() for m in TRANSFORMER_MARKERS) else "cnn"
+
+
+def _methods(raw: Any, path: Path) -> dict[str, dict[str, str]]:
+    if raw is None:
+        raw = {"cam": {"cnn": "cam", "vit": "transformer_attribution"}}
+    if isinstance(raw, (list, tuple)):
+        raw = {m: m for m in raw}
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(f"{path}: methods must be a list of cam_method names or a dict "
+                          "{study method: cam_method | dict(cnn=..., vit=...)}")
+    out = {}
+    for name, value in raw.items():
+        if not NAME_RE.match(str(name)):
+            raise ConfigError(f"{path}: method name {name!r}: use letters, digits, _ . + -")
+        if isinstance(value, str):
+            out[str(name)] = {f: value for f in FAMILIES}
+        elif isinstance(value, Mapping) and set(value) <= set(FAMILIES) and value:
+            out[str(name)] = {f: str(value[f]) for f in value}
+        else:
+            raise ConfigError(f"{path}: methods.{name}: expected a cam_method name or dict(cnn=..., vit=...), "
+                              f"got {value!r}")
+    return out
+
+
+def _model(raw: Any, i: int, path: Path, methods: Mapping[str, Mapping[str, str]],
+           eval_list: str | None, weights: str | None) -> ModelSpec:
+    where = f"{path}: models[{i}]"
+    if not isinstance(raw, Mapping) or "name" not in raw:
+        raise ConfigError(f"{where}: each model is a dict with a 'name' and a 'config' (or a 'session')")
+    name = str(raw["name"])
+    where = f"{path}: model {name!r}"
+    if not NAME_RE.match(name):
+        raise ConfigError(f"{where}: name must use letters, digits, _ . + - (it names folders)")
+    unknown = set(raw) - {"name", "config", "options", "session", "methods"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} "
+                          "(known: name, config, options, session, methods)")
+    session = Path(raw["session"]) if raw.get("session") else None
+    if session is not None:
+        if "config" in raw:
+            raise ConfigError(f"{where}: give either config (to train) or session (an existing run), not both")
+        if not (session / "config.py").is_file() or not (session / "model").is_dir():
+            raise MissingInputError(f"{session}: not a finished run (needs config.py and model/); model {name!r}")
+        config = session / "config.py"
+    else:
+        if "config" not in raw:
+            raise ConfigError(f"{where}: needs 'config' (a base config file) or 'session' (an existing run)")
+        config = Path(raw["config"])
+    options = _options(raw.get("options"), where)
+    for o in options:
+        if o.split("=", 1)[0] in ("session_name", "work_dir_root", "cam_method"):
+            raise ConfigError(f"{where}: option {o.split('=', 1)[0]} is set by the study runner")
+    try:
+        cfg = load_config(config, parse_options(options))
+    except ConfigKeyError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except FileNotFoundError as exc:
+        raise MissingInputError(f"{where}: {exc}") from None
+    family = _family(str(cfg.network))
+    chosen = tuple(raw.get("methods") or methods)
+    bad = [m for m in chosen if m not in methods]
+    if bad:
+        raise ConfigError(f"{where}: methods {bad} are not among the study's methods {list(methods)}")
+    missing = [m for m in chosen if family not in methods[m]]
+    if missing:
+        raise ConfigError(f"{where}: method {missing[0]!r} has no cam_method for {family} models "
+                          f"(give dict({family}=...) or leave it out with methods=[...])")
+    lst = str(eval_list or cfg.get("eval_list") or cfg.get("infer_list"))
+    return ModelSpec(name, config, options, family, chosen, str(data_path(cfg, lst)), str(weights or cfg.weights),
+                     session)
+
+
+def _tuple(v: Any) -> tuple:
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,)
+
+
+def load_study(path: PathLike, work_dir: PathLike | None = None) -> StudySpec:
+    """Read and check a study config; see docs/STUDIES.md for the keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: study config not found")
+    try:
+        cfg = Config.fromfile(str(path))
+    except Exception as exc:  # mmengine raises SyntaxError, KeyError, ...
+        raise ConfigError(f"{path}: unreadable study config ({exc})") from None
+    name = str(cfg.get("study_name") or "")
+    if not NAME_RE.match(name):
+        raise ConfigError(f"{path}: study_name {name!r}: set it (letters, digits, _ . + -); it names work_dirs/<study>")
+    known = {"study_name", "work_dir", "python", "data", "models", "methods", "eval_list", "weights", "consensus",
+             "ood", "report", "execution", "metrics"}
+    unknown = sorted(k for k in cfg.keys() if k not in known and not k.startswith("_"))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    methods = _methods(cfg.get("methods"), path)
+    raw_models = cfg.get("models") or []
+    if not raw_models:
+        raise ConfigError(f"{path}: models is empty")
+    models = tuple(_model(m, i, path, methods, cfg.get("eval_list"), cfg.get("weights"))
+                   for i, m in enumerate(raw_models))
+    names = [m.name for m in models]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{path}: model names repeat: {', '.join(dup)}")
+    root = Path(work_dir or cfg.get("work_dir") or Path("work_dirs") / name)
+    data = cfg.get("data") or {}
+    return StudySpec(
+        name=name, path=path, root=root, python=str(cfg.get("python") or sys.executable), models=models,
+        methods=methods, data_args=data.get("demo_args"), consensus=_consensus(cfg.get("consensus") or {}, path, names),
+        ood=_ood(cfg.get("ood") or {}, path), report=_report(cfg.get("report") or {}, cfg.get("metrics"), path, methods),
+        execution=_execution(cfg.get("execution") or {}, path),
+    )
+
+
+def _checked(raw: Mapping, allowed: Sequence[str], where: str) -> None:
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(allowed)})")
+
+
+def _consensus(raw: Mapping, path: Path, names: Sequence[str]) -> ConsensusSpec:
+    from ..metrics.consensus import SIMILARITIES, VOTING_RULES
+
+    where = f"{path}: consensus"
+    _checked(raw, ("enabled", "rule", "similarity", "sizes", "trials", "seed", "ap_pairs", "swap", "write_maps"), where)
+    rule = str(raw.get("rule", "l2"))
+    if rule not in VOTING_RULES:
+        raise ConfigError(f"{where}.rule={rule!r}: choose one of {', '.join(VOTING_RULES.names())}")
+    sim = raw.get("similarity")
+    if sim is not None and sim not in SIMILARITIES:
+        raise ConfigError(f"{where}.similarity={sim!r}: choose one of {', '.join(SIMILARITIES)} (or None: the rule's)")
+    swap = raw.get("swap") or {}
+    _checked(swap, ("evaluated", "extra", "trials"), f"{where}.swap")
+    evaluated = tuple(str(n) for n in swap.get("evaluated", ()))
+    bad = [n for n in evaluated if n not in names]
+    if bad:
+        raise ConfigError(f"{where}.swap.evaluated: {bad} are not model names ({', '.join(names)})")
+    sizes = raw.get("sizes")
+    return ConsensusSpec(
+        enabled=bool(raw.get("enabled", True)), rule=rule, similarity=sim,
+        sizes=None if sizes is None else tuple(int(s) for s in _tuple(sizes)), trials=int(raw.get("trials", 10)),
+        seed=int(raw.get("seed", 0)), ap_pairs=None if raw.get("ap_pairs") is None else int(raw["ap_pairs"]),
+        swap_evaluated=evaluated, swap_extra=tuple(int(v) for v in swap.get("extra", (1, 3))),
+        swap_trials=int(swap.get("trials", 10 if evaluated else 0)), write_maps=bool(raw.get("write_maps", True)),
+    )
+
+
+def _ood(raw: Mapping, path: Path) -> OODSpec:
+    from ..data.corruptions import CORRUPTIONS, SEVERITIES
+
+    where = f"{path}: ood"
+    _checked(raw, ("source", "corruptions", "severities", "seed", "jpeg_quality", "shift", "trees"), where)
+    corruptions = tuple(str(c) for c in _tuple(raw.get("corruptions", ())) if c)
+    for c in corruptions:
+        if c not in CORRUPTIONS:
+            raise ConfigError(f"{where}.corruptions: {c!r} unknown (known: {', '.join(CORRUPTIONS.names())})")
+    severities = tuple(int(s) for s in _tuple(raw.get("severities", ())) if s is not None)
+    if any(s not in SEVERITIES for s in severities):
+        raise ConfigError(f"{where}.severities={list(severities)}: each must be in 1..5")
+    source = dict(raw.get("source") or {})
+    if corruptions:
+        _checked(source, ("list", "voc12_root", "cls_label"), f"{where}.source")
+        missing = [k for k in ("list", "voc12_root", "cls_label") if k not in source]
+        if missing:
+            raise ConfigError(f"{where}.source: needs {', '.join(missing)} (the clean tree to corrupt)")
+    shift = raw.get("shift")
+    shift_args = None
+    if shift:
+        _checked(shift, ("demo_args",), f"{where}.shift")
+        shift_args = str(shift["demo_args"])
+        if "--out" not in shlex.split(shift_args):
+            raise ConfigError(f"{where}.shift.demo_args: must name --out (the shifted tree's folder)")
+    return OODSpec(source={k: str(v) for k, v in source.items()}, corruptions=corruptions, severities=severities,
+                   seed=int(raw.get("seed", 0)), jpeg_quality=int(raw.get("jpeg_quality", 95)), shift_args=shift_args,
+                   trees=tuple(Path(t) for t in _tuple(raw.get("trees", ())) if t))
+
+
+def _report(raw: Mapping, metrics: Any, path: Path, methods: Mapping[str, Any]) -> ReportSpec:
+    where = f"{path}: report"
+    _checked(raw, ("n_boot", "level", "seed", "primary_method"), where)
+    primary = raw.get("primary_method")
+    if primary is not None and primary not in methods:
+        raise ConfigError(f"{where}.primary_method={primary!r}: not among the methods {list(methods)}")
+    level = float(raw.get("level", 0.95))
+    if not 0 < level < 1:
+        raise ConfigError(f"{where}.level={level}: must be in (0, 1)")
+    return ReportSpec(n_boot=int(raw.get("n_boot", 2000)), level=level, seed=int(raw.get("seed", 0)),
+                      primary_method=primary, metrics=None if metrics is None else tuple(str(m) for m in metrics))
+
+
+def _execution(raw: Mapping, path: Path) -> ExecutionSpec:
+    where = f"{path}: execution"
+    _checked(raw, ("backend", "jobs", "threads_per_cell", "submitit"), where)
+    backend = str(raw.get("backend", "local"))
+    if backend not in BACKENDS:
+        raise ConfigError(f"{where}.backend={backend!r}: choose one of {', '.join(BACKENDS)}")
+    return ExecutionSpec(backend=backend, jobs=int(raw.get("jobs", 0)),
+                         threads_per_cell=int(raw.get("threads_per_cell", 0)), submitit=dict(raw.get("submitit") or {}))
+
+
+def data_out(demo_args: str) -> Path:
+    """The ``--out`` folder of ``scripts/make_demo_voc.py`` arguments (its default: data/demo)."""
+    args = shlex.split(demo_args)
+    return Path(args[args.index("--out") + 1]) if "--out" in args else Path("data/demo")
