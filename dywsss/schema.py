@@ -74,6 +74,12 @@ KEY_TYPES: dict[str, Any] = {
     "compile": StrictBool,
     "resume": StrictBool | Name,
     "save_every_steps": NonNegInt,
+    "adv_train": Literal["none", "pgd_l2", "pgd_linf", "advprop_l2", "advprop_linf"],
+    "adv_eps": NonNegFloat,
+    "adv_steps": PosInt,
+    "adv_step_size": None | PosFloat,
+    "adv_random_start": StrictBool,
+    "adv_clean_loss": StrictBool,
     "log_interval": PosInt,
     "session_name": Text,
     # maps

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -191,3 +193,52 @@ def test_adversarial_loss_modes_by_hand():
     assert torch.allclose(got, multilabel_loss(net(x), y) + adv_loss, atol=1e-6)
     got.backward()
     assert next(net[1].aux_bn.parameters()).grad is not None  # the aux BNs are trained
+
+
+# ------------------------------------------------------------ inside the training stage
+def _train_cfg(demo, work, **options):
+    from dywsss.config import load_config
+
+    base = dict(list_root=str(demo), voc12_root=str(demo / "VOC2012"), cls_label=str(demo / "cls_labels.json"),
+                train_list=str(demo / "train_aug.txt"), val_list=str(demo / "val.txt"), network="resnet18",
+                pretrained=False, batch_size=8, max_epoches=1, max_steps_per_epoch=2, crop_size=32,
+                resize_long=(32, 40), num_workers=0, device="cpu", deterministic=True, work_dir_root=str(work),
+                session_name="adv", adv_eps=0.5, adv_steps=2)
+    base.update(options)
+    return load_config(Path(__file__).resolve().parents[1] / "config" / "demo.py", base)
+
+
+def test_advprop_training_saves_aux_bns_and_evaluates_with_the_main_ones(demo_voc, tmp_path):
+    from dywsss.engine.train import train
+    from dywsss.models.checkpoint import load_checkpoint
+    from dywsss.models.spec import load_trained_model
+
+    torch.set_num_threads(1)
+    best = train(_train_cfg(demo_voc, tmp_path, adv_train="advprop_l2"))
+    ckpt = load_checkpoint(best)
+    aux = [k for k in ckpt["model"] if ".aux_bn." in k]
+    assert aux and ckpt["adv_train"] == "advprop_l2"
+    main = {k: v for k, v in ckpt["model"].items() if ".aux_bn." not in k}
+    # the aux statistics moved away from the main ones: adversarial batches went through them
+    assert not torch.equal(ckpt["model"]["bn1.aux_bn.running_mean"], main["bn1.running_mean"])
+    loaded = load_trained_model(best)
+    plain = timm.create_model("resnet18", num_classes=20).eval()
+    plain.load_state_dict(main)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), plain(x))
+
+
+def test_pgd_training_is_a_checked_option(demo_voc, tmp_path):
+    from dywsss.engine.train import train
+    from dywsss.errors import ConfigError
+    from dywsss.report.table import variant_of
+
+    cfg = _train_cfg(demo_voc, tmp_path, adv_train="pgd_linf", adv_eps=4 / 255)
+    assert variant_of(cfg) == "from scratch; PGD-Linf eps=0.01568627450980392 x2"
+    clean = _train_cfg(demo_voc, tmp_path / "clean")
+    a = torch.load(train(cfg), weights_only=True)["model"]
+    b = torch.load(train(clean), weights_only=True)["model"]
+    assert not torch.equal(a["fc.weight"], b["fc.weight"])  # the adversarial examples changed the updates
+    with pytest.raises(ConfigError, match=r"adv_train='pgd'"):
+        _train_cfg(demo_voc, tmp_path, adv_train="pgd")

@@ -33,14 +33,15 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..metrics.classification import multilabel_bce
+from ..models.checkpoint import AUX_BN, is_aux_key, strip_advprop  # noqa: F401  (re-exported)
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NORMS = ("linf", "l2")
-AUX_NAME = "aux_bn"
+AUX_NAME = AUX_BN
 ROUTES = ("main", "aux")
 ADV_TRAIN_MODES = ("none", "pgd_l2", "pgd_linf", "advprop_l2", "advprop_linf")
 
@@ -100,8 +101,8 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
 
 
 def multilabel_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean BCE-with-logits over samples and classes (the training objective, Eq. 7 averaged)."""
-    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    """The training objective: Eq. 7 (:func:`multilabel_bce`) averaged over the batch."""
+    return multilabel_bce(logits.float(), labels.float()).mean()
 
 
 @dataclass(frozen=True)
@@ -227,15 +228,6 @@ def bn_route(model: nn.Module, route: str) -> Iterator[nn.Module]:
     finally:
         for m, r in zip(mods, saved):
             m._advprop_route = r
-
-
-def is_aux_key(key: str) -> bool:
-    return AUX_NAME in key.split(".")
-
-
-def strip_advprop(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The state dict without the auxiliary BatchNorms: loads into the plain model (main BNs kept)."""
-    return {k: v for k, v in state_dict.items() if not is_aux_key(k)}
 
 
 # ------------------------------------------------------------ training step

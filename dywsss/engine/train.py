@@ -62,6 +62,7 @@ from ..models.checkpoint import (
     strict_load,
 )
 from . import dist
+from .adversarial import AdvTrainConfig, adversarial_loss, convert_advprop
 from .runtime import env_info, resolve_num_workers, seed_everything, select_device, set_deterministic, worker_init_fn
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -163,10 +164,11 @@ def train_problems(cfg: Mapping[str, Any]) -> list[str]:
         return out
     out = session_problems(cfg) + network_problems(cfg)
     out += file_key_problems(cfg, ("pretrain", "pretrained", "resume"), keep=LITE_VALUES)
-    try:
-        check_optim_config(cfg)
-    except ConfigError as exc:
-        out.append(str(exc))
+    for check in (check_optim_config, AdvTrainConfig.from_cfg):
+        try:
+            check(cfg)
+        except ConfigError as exc:
+            out.append(str(exc))
     return out
 
 
@@ -516,6 +518,9 @@ def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[s
     else:
         model, spec = build_from_spec(resume.spec), resume.spec
     resume_from = None if resume is None else resume.path
+    adv = AdvTrainConfig.from_cfg(cfg)
+    if adv.advprop:  # auxiliary BatchNorms for the adversarial examples (evaluation drops them)
+        convert_advprop(model)
     finetune = bool(cfg.get("finetune", False))
     trainable = freeze_backbone(model) if finetune else [n for n, _ in model.named_parameters()]
     channels_last = bool(cfg.get("channels_last", True)) and not is_vit(model)
@@ -559,7 +564,7 @@ def _fit(cfg: Config, info: dist.DistInfo, paths: SessionPaths, files: Mapping[s
                  f"{cfg.max_epoches} epochs, batch {cfg.batch_size}/rank, finetune={finetune}; recipe: {recipe_of(cfg)}")
 
     ctx = _Loop(cfg, info, paths, device, net, model, optimizer, scheduler, scaler, train_loader, batches,
-                val_loader, log, amp, channels_last, finetune, steps_per_epoch, config_text, state, spec, inputs)
+                val_loader, log, amp, channels_last, finetune, steps_per_epoch, config_text, state, spec, inputs, adv)
     try:
         ctx.run()
     except torch.OutOfMemoryError as exc:
@@ -620,6 +625,7 @@ class _Loop:
     state: TrainState
     spec: ModelSpec
     inputs: dict
+    adv: AdvTrainConfig
     epoch_t0: float = 0.0           # when the current epoch started (this process)
     epoch_lr: float = 0.0           # the lr of the epoch's first step
     epoch_losses: list = field(default_factory=list)  # training losses of this epoch's steps (since a resume)
@@ -673,8 +679,10 @@ class _Loop:
         scheduled = self.scheduler.get_last_lr()
         _set_lr(self.optimizer, scheduled, factor)
         with _autocast(self.device, self.amp):
-            logits = self.net(x)
-        loss = multilabel_loss(logits, y)
+            if self.adv.enabled:  # PGD or AdvProp examples (engine.adversarial), random starts from the global RNG
+                loss = adversarial_loss(self.net, x, y, self.adv, multilabel_loss, self.spec.mean, self.spec.std)
+            else:
+                loss = multilabel_loss(self.net(x), y)
         bad = dist.all_reduce_max((~torch.isfinite(loss.detach())).float().reshape(1))
         if bad.item():
             self.diverged(loss)
@@ -734,6 +742,6 @@ class _Loop:
                 world_size=self.info.world_size, rng=capture_rng_state(), val_loss=st.val_loss,
                 best_val_loss=None if math.isinf(st.best_val_loss) else st.best_val_loss,
                 network=str(self.cfg.network), config=self.config_text, arch=self.spec.to_dict(), inputs=self.inputs,
-                recipe=recipe_of(self.cfg), recipe_settings=recipe_settings(self.cfg),
+                recipe=recipe_of(self.cfg), recipe_settings=recipe_settings(self.cfg), adv_train=self.adv.mode,
             ))
         st.last_checkpoint = path

@@ -25,6 +25,17 @@ from ..io import atomic_path
 from .builder import read_state_dict_file, unwrap_model
 
 STRIP_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
+#: AdvProp's auxiliary BatchNorms (``dywsss.engine.adversarial``): trained, saved, never used for evaluation.
+AUX_BN = "aux_bn"
+
+
+def is_aux_key(key: str) -> bool:
+    return AUX_BN in key.split(".")
+
+
+def strip_advprop(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict without AdvProp's auxiliary BatchNorms: loads into the plain model (main BNs kept)."""
+    return {k: v for k, v in state_dict.items() if not is_aux_key(k)}
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:

@@ -205,13 +205,16 @@ def load_trained_model(path: str | os.PathLike, cfg: Mapping[str, Any] | None = 
     with it. The weights load strictly. The result carries the file's sha256.
     """
     from ..provenance import sha256_file
-    from .checkpoint import state_dict_of, strict_load
+    from .checkpoint import state_dict_of, strict_load, strip_advprop
 
     path = Path(path)
     ckpt = read_state_dict_file(path)
     spec, recorded = read_spec(ckpt, cfg, path)
     model = build_from_spec(spec)
-    strict_load(model, state_dict_of(ckpt), path)
+    weights = state_dict_of(ckpt)
+    if str(ckpt.get("adv_train", "none")).startswith("advprop"):
+        weights = strip_advprop(weights)  # evaluation uses the main BatchNorms
+    strict_load(model, weights, path)
     return TrainedModel(model.to(device).eval(), spec, path, sha256_file(path), recorded)
 
 

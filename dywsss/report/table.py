@@ -63,8 +63,10 @@ def count_params(checkpoint: PathLike) -> int:
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise InputError(f"{path}: no state dict (expected a dict with 'model' or a plain state dict)")
+    from ..models.checkpoint import is_aux_key
+
     return sum(int(v.numel()) for k, v in state.items()
-               if isinstance(v, torch.Tensor) and not k.endswith(BUFFER_SUFFIXES))
+               if isinstance(v, torch.Tensor) and not k.endswith(BUFFER_SUFFIXES) and not is_aux_key(k))
 
 
 def recorded_params(run: RunSummary) -> int | None:
@@ -97,6 +99,11 @@ def variant_of(cfg: Any) -> str:
         parts.append("no weight decay")
     if float(cfg.get("cut_p", 0) or 0) > 0:
         parts.append(f"random erasing p={cfg.get('cut_p')} s={cfg.get('cut_s')}")
+    adv = str(cfg.get("adv_train", "none") or "none")
+    if adv != "none":
+        kind, norm = adv.split("_")
+        parts.append(f"{'PGD' if kind == 'pgd' else 'AdvProp'}-{norm.upper() if norm == 'l2' else 'Linf'} "
+                     f"eps={cfg.get('adv_eps')} x{cfg.get('adv_steps')}")
     return "; ".join(parts) or "default"
 
 
