@@ -14,6 +14,7 @@ from mmengine.config import Config
 from torch import nn
 
 from . import EXPLAINERS
+from .base import ExplainerBase
 
 
 def classifier_weight(model: nn.Module) -> torch.Tensor:
@@ -62,7 +63,7 @@ def check_gap_linear_head(model: nn.Module, features: torch.Tensor, weight: torc
 
 
 @EXPLAINERS.register("cam")
-class CAM:
+class CAM(ExplainerBase):
     """Eq. 5 CAM of a timm CNN: all classes of a batch from one forward pass."""
 
     input_size: tuple[int, int] | None = None
