@@ -77,7 +77,7 @@ def test_rise_grids_are_seeded_bernoulli_p():
 
 
 def slow_rise(net, x, cls, n, s, p, seed, kind):
-    """Petsiuk et al.'s reference procedure, mask by mask, with skimage's resize (order 1, reflect) for the upsampling."""
+    """Petsiuk et al.'s reference procedure, mask by mask, upsampled by skimage's resize (order 1, reflect)."""
     grids, shifts = rise_grids(n, s, p, seed)
     _, H, W = x.shape
     cell_h, cell_w = int(np.ceil(H / s)), int(np.ceil(W / s))

@@ -46,18 +46,14 @@ def config_int(cfg: Config | dict | None, key: str, default: int, minimum: int =
     return int(value)
 
 
-def config_float(cfg: Config | dict | None, key: str, default: float, low: float, high: float | None = None,
-                 low_inclusive: bool = False) -> float:
-    """``cfg[key]`` as a float in ``(low, high]`` (``[low, high]`` with ``low_inclusive``), else a ConfigError."""
+def config_float(cfg: Config | dict | None, key: str, default: float, low: float, high: float | None = None) -> float:
+    """``cfg[key]`` as a float with ``low < value <= high`` (no upper bound if None), else a ConfigError."""
     value = _get(cfg, key, default)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        value = float(value)
-        ok = (value >= low if low_inclusive else value > low) and (high is None or value <= high)
-    if not ok:
-        span = f"{'[' if low_inclusive else '('}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
-        raise ConfigError(f"{key}={value!r}: expected a number in {span} (default {default})")
-    return value
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not (value > low and (high is None or value <= high)):
+        span = f"> {low}" if high is None else f"in ({low}, {high}]"
+        raise ConfigError(f"{key}={value!r}: expected a number {span} (default {default})")
+    return float(value)
 
 
 def config_choice(cfg: Config | dict | None, key: str, default: str, choices: Sequence[str]) -> str:
@@ -132,7 +128,8 @@ class InputSpaceExplainer(ExplainerBase):
 
     def attribute(self, images: Tensor, img_idx: Tensor, cls: Tensor) -> Tensor:
         """Maps of all rows [R, h, w]; row r explains class ``cls[r]`` of image ``img_idx[r]``."""
-        parts = [self.row_maps(images[img_idx[s]].requires_grad_(True), cls[s]) for s in chunks(len(cls), self.batch_size)]
+        parts = [self.row_maps(images[img_idx[s]].requires_grad_(True), cls[s])
+                 for s in chunks(len(cls), self.batch_size)]
         return torch.cat(parts) if parts else images.new_zeros((0, *images.shape[-2:]))
 
     def explain(self, images: Tensor, classes: Sequence[Sequence[int]]) -> list[Tensor]:

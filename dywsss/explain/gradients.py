@@ -94,24 +94,21 @@ class SmoothGrad(InputSpaceExplainer):
         self.seed = config_int(cfg, "random_seed", DEFAULT_SEED, minimum=0)
         self.saliency = Saliency(self.model)
 
-    def row_maps(self, images: Tensor, classes: Tensor) -> Tensor:
-        rows, S = images.shape[0], self.samples
-        bank = noise_bank(S, tuple(images.shape[1:]), self.seed, images.device).to(images.dtype)
-        sigma = self.sd * (images.flatten(1).amax(dim=1) - images.flatten(1).amin(dim=1))  # [rows]
-        pair_row = torch.arange(rows, device=images.device).repeat_interleave(S)  # pair p = (row p // S, sample p % S)
-        pair_sample = torch.arange(S, device=images.device).repeat(rows)
-        total = images.new_zeros(images.shape)
-        for s in chunks(rows * S, self.batch_size):
-            r, k = pair_row[s], pair_sample[s]
-            noisy = (images[r] + sigma[r].view(-1, 1, 1, 1) * bank[k]).detach().requires_grad_(True)
-            total.index_add_(0, r, self.saliency.attribute(noisy, target=classes[r], abs=True))
-        return (total / S).amax(dim=1)
-
     def attribute(self, images: Tensor, img_idx: Tensor, cls: Tensor) -> Tensor:
-        # the chunking over (row, sample) pairs is in row_maps: pass all rows at once
-        if len(cls) == 0:
-            return images.new_zeros((0, *images.shape[-2:]))
-        return self.row_maps(images[img_idx], cls)
+        """Chunks of at most ``attr_batch_size`` (row, sample) pairs; rows index the images, never copy them all."""
+        S = self.samples
+        bank = noise_bank(S, tuple(images.shape[1:]), self.seed, images.device).to(images.dtype)
+        flat = images.flatten(1)
+        sigma = self.sd * (flat.amax(dim=1) - flat.amin(dim=1))  # per image
+        pair_row = torch.arange(len(cls), device=images.device).repeat_interleave(S)  # pair p: row p // S, sample p % S
+        pair_sample = torch.arange(S, device=images.device).repeat(len(cls))
+        total = images.new_zeros((len(cls), *images.shape[1:]))
+        for s in chunks(len(pair_row), self.batch_size):
+            r, k = pair_row[s], pair_sample[s]
+            i = img_idx[r]
+            noisy = (images[i] + sigma[i].view(-1, 1, 1, 1) * bank[k]).detach().requires_grad_(True)
+            total.index_add_(0, r, self.saliency.attribute(noisy, target=cls[r], abs=True))
+        return (total / S).amax(dim=1)
 
     def method_params(self) -> dict[str, Any]:
         return dict(smoothgrad_samples=self.samples, smoothgrad_sd=self.sd, random_seed=self.seed,

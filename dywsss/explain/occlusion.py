@@ -51,11 +51,14 @@ class OcclusionMaps(InputSpaceExplainer):
             raise ConfigError(f"occlusion_stride={self.stride}: must not exceed occlusion_window={self.window} "
                               "(pixels between windows would not be occluded)")
         self.score = config_choice(cfg, "perturbation_score", "prob", SCORES)
-        self._occlusion = Occlusion
+        self._occlusion_class = Occlusion
 
-    def _occluder(self, classes: Tensor):
-        """captum's Occlusion of ``x -> score(model(x))[:, classes]`` (a closure: captum would expand a class argument)."""
-        return self._occlusion(lambda x: class_score(self.model(x), self.score)[:, classes])
+    def _occluder(self, classes: Tensor) -> Any:
+        """captum's Occlusion of ``x -> score(model(x))[:, classes]``.
+
+        A closure, not ``additional_forward_args``: captum would expand a class tensor along with the batch.
+        """
+        return self._occlusion_class(lambda x: class_score(self.model(x), self.score)[:, classes])
 
     def attribute(self, images: Tensor, img_idx: Tensor, cls: Tensor) -> Tensor:
         B, _, h, w = images.shape

@@ -44,7 +44,7 @@ from ._input_space import (
 
 
 def rise_grids(n: int, s: int, p: float, seed: int) -> tuple[Tensor, Tensor]:
-    """The random part of N masks: binary grids [N, s, s] (1 with probability p) and shift fractions [N, 2] in [0, 1)."""
+    """The random part of N masks: binary grids [N, s, s] (1 with probability p), shift fractions [N, 2] in [0, 1)."""
     gen = torch.Generator().manual_seed(seed)
     grids = (torch.rand((n, s, s), generator=gen) < p).float()
     shifts = torch.rand((n, 2), generator=gen)
