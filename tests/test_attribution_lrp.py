@@ -102,6 +102,13 @@ def test_timm_resnet_canonizes_completely_and_keeps_its_function():
     assert [tuple(m.shape) for m in maps] == [(1, 32, 32), (2, 32, 32)] and all(torch.isfinite(m).all() for m in maps)
 
 
+def test_efficientnet_lite_canonizes_completely():
+    """The demo network: BatchNormAct2d (ReLU6) merged into every conv, its skip additions made Sums."""
+    meta = EXPLAINERS.get("lrp")(timm.create_model("efficientnet_lite0", num_classes=5).eval(), None).meta()
+    assert meta["approximate"] is False and meta["lrp_unruled_ops"] == {}
+    assert meta["canonizer"]["merged_batchnorms"] == 49 and meta["canonizer"]["residual_sums"] == 9
+
+
 def test_gated_blocks_are_flagged_approximate():
     net = timm.create_model("seresnet18", num_classes=5).eval()
     meta = EXPLAINERS.get("lrp")(net, None).meta()

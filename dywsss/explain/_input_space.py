@@ -17,7 +17,7 @@ Config keys shared by the family (read with ``cfg.get``; ``cfg`` may be None):
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from mmengine.config import Config
@@ -150,12 +150,3 @@ def channel_sum(attributions: Tensor) -> Tensor:
     """The signed per-pixel attribution: [R, C, h, w] summed over the input channels -> [R, h, w]."""
     return attributions.sum(dim=1)
 
-
-def forward_scores(model: nn.Module, kind: str) -> Callable[[Tensor], Tensor]:
-    """``x -> class_score(model(x), kind)`` without building a graph (the perturbation methods' forward)."""
-
-    @torch.no_grad()
-    def fn(x: Tensor) -> Tensor:
-        return class_score(model(x), kind)
-
-    return fn
