@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import EXPLAINERS
+from .base import ExplainerBase
 
 
 def classifier_weight(model: nn.Module) -> torch.Tensor:
@@ -63,7 +64,7 @@ def check_gap_linear_head(model: nn.Module, features: torch.Tensor, weight: torc
 
 
 @EXPLAINERS.register("cam")
-class CAM:
+class CAM(ExplainerBase):
     """Eq. 5 CAM of a timm CNN: all classes of a batch from one forward pass."""
 
     input_size: tuple[int, int] | None = None

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import EXPLAINERS
+from .base import ExplainerBase
 
 SCORECAM_BATCH = 64
 
@@ -48,12 +49,13 @@ class FullNet(HeadNet):
         return self.model.forward_head(self.tap(self.model.forward_features(images)))
 
 
-class _PackageCAM:
+class _PackageCAM(ExplainerBase):
     """Shared driver: run the package's hooks and per-target map, skip its scaling."""
 
     input_size: tuple[int, int] | None = None
     batched: bool = True
     package_class: str = ""
+    libraries = ("torch", "timm", "grad-cam")
     #: True: the package sees features and differentiates the head only.
     head_only: bool = True
 

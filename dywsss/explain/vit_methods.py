@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from . import EXPLAINERS
+from .base import ExplainerBase, expand_rows
 from .vit_relevance import (
     upcast,
     attention_relevances,
@@ -86,15 +87,7 @@ def token_gradcam_map(activations: Tensor, grad: Tensor, num_prefix: int) -> Ten
 # ---------------------------------------------------------------- explainers
 
 
-def expand_rows(classes: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, Tensor]:
-    """One row per (image, class) pair: (image index [R], class id [R]), in input order."""
-    img = [i for i, cs in enumerate(classes) for _ in cs]
-    cls = [int(c) for cs in classes for c in cs]
-    as_long = dict(dtype=torch.long, device=device)
-    return torch.tensor(img, **as_long), torch.tensor(cls, **as_long)
-
-
-class ViTExplainer:
+class ViTExplainer(ExplainerBase):
     """Shared driver: checks the model, expands (image, class) rows, chunks them, reshapes to the grid.
 
     Subclasses implement :meth:`row_maps` (or :meth:`image_maps` when the map
