@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ConfigError(f"--pred_threshold {args.pred_threshold}: must be in (0, 1)")
     if args.config is not None:
         cfg = load_config(args.config, args.options)
-        eval_dir = session_paths(cfg).eval_dir(cfg.eval_list, cfg.weights)
+        eval_dir = session_paths(cfg).eval_dir(cfg.eval_list, cfg.weights, cfg.get("map_tag", ""))
         args.csv = eval_dir / "per_sample.csv"
         if not args.csv.is_file():
             raise MissingInputError(f"{args.csv}: per-sample CSV not found; run compute_each_image_loss.py with the "

@@ -71,6 +71,7 @@ cam_dtype = "float16"           # float16 | float32 in the .npz files
 cam_batch_size = 8
 vit_map_protocol = "toolkit"    # ViTs: original (PIL resize to the input, relevance min-max at the input size, then to the image) | toolkit (tensor resize, stage normalisation at the image size)
 overwrite = False               # redo finished map files
+map_tag = ""                    # "" or a name: maps in test/cam_<list>_<weights>_<tag>/, metrics in eval/<list>_<weights>_<tag>/ (several methods side by side)
 
 # ------------------------------------------------------- per-sample, ECE, VICE
 loss_input = "center_crop"      # center_crop (original: 224 crop, zero padded) | full_image

@@ -131,11 +131,17 @@ class SessionPaths:
         w = Path(weights)
         return w if w.is_absolute() or w.exists() else self.model_dir / w
 
-    def cam_dir(self, list_file: str | os.PathLike, weights: str) -> Path:
-        return self.test_dir / f"cam_{Path(list_file).stem}_{Path(weights).stem}"
+    def cam_dir(self, list_file: str | os.PathLike, weights: str, tag: str = "") -> Path:
+        """``test/cam_<list stem>_<weights stem>[_<tag>]`` (``map_tag`` keeps several methods apart)."""
+        return self.test_dir / f"cam_{Path(list_file).stem}_{Path(weights).stem}{_suffix(tag)}"
 
-    def eval_dir(self, list_file: str | os.PathLike, weights: str) -> Path:
-        return self.root / "eval" / f"{Path(list_file).stem}_{Path(weights).stem}"
+    def eval_dir(self, list_file: str | os.PathLike, weights: str, tag: str = "") -> Path:
+        """``eval/<list stem>_<weights stem>[_<tag>]``."""
+        return self.root / "eval" / f"{Path(list_file).stem}_{Path(weights).stem}{_suffix(tag)}"
+
+
+def _suffix(tag: str) -> str:
+    return f"_{tag}" if tag else ""
 
 
 def session_paths(cfg: Config) -> SessionPaths:

@@ -92,6 +92,7 @@ KEY_TYPES: dict[str, Any] = {
     "cam_dtype": Literal["float16", "float32"],
     "cam_batch_size": PosInt,
     "overwrite": StrictBool,
+    "map_tag": Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9.+-]*$")],
     # per-sample, ECE, VICE
     "loss_input": Literal["center_crop", "full_image"],
     "pred_threshold": OpenUnitFloat,

@@ -250,7 +250,9 @@ def study_stages(
     lst = data_path(cfg, lst_value)
     wts = weights or cfg.get("weights", "best.pth")
     wfile = paths.model_dir / wts
-    cam_dir, eval_dir = paths.cam_dir(lst, wts), paths.eval_dir(lst, wts)
+    tag = str(cfg.get("map_tag", ""))
+    cam_dir, eval_dir = paths.cam_dir(lst, wts, tag), paths.eval_dir(lst, wts, tag)
+    report = paths.root / (f"report_{tag}.html" if tag else "report.html")
     blob_dir = paths.cam_dir(lst, "blob")  # centred-blob baseline maps
     gt_dir = Path(cfg.gt_dir)
     label_file = Path(cfg.cls_label)
@@ -299,11 +301,12 @@ def study_stages(
                        "--bins", str(cfg.vice_bins), "--bootstrap", str(cfg.bootstrap)),
               inputs=[csv], outputs=[eval_dir / f for f in ("vice.json", "vice_bins.png", "loss_vs_ji.png")]),
         Stage("report", (python, _script("scripts/make_report.py"), str(paths.root), "--list", Path(lst).stem,
-                         "--weights", Path(wts).stem),
+                         "--weights", Path(wts).stem, *(("--tag", tag) if tag else ())),
               inputs=[paths.config_file, csv, *(eval_dir / f for f in (
                   "ji_curve.json", "ji_curve_blob.json", "ece.json", "vice.json", "reliability.png",
                   "vice_bins.png", "loss_vs_ji.png"))],
-              outputs=[paths.root / "report.html"]),
+              outputs=[report]),
     ]
-    return StudyPlan(stages, paths.root, paths.log_dir / "stages.json", cam_dir, eval_dir, paths.root / "report.html",
+    stamps = paths.log_dir / (f"stages_{tag}.json" if tag else "stages.json")
+    return StudyPlan(stages, paths.root, stamps, cam_dir, eval_dir, report,
                      describe_recipe(cfg))

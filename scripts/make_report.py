@@ -21,13 +21,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", help="work_dirs/<session>")
     p.add_argument("--list", default=None, help="evaluation list stem or file (default: the config's eval_list)")
     p.add_argument("--weights", default=None, help="weights stem or file (default: the config's weights)")
-    p.add_argument("--out", default=None, help="output file (default: <run_dir>/report.html)")
+    p.add_argument("--tag", default="", help="map_tag of the evaluation (default: the run's own method)")
+    p.add_argument("--out", default=None, help="output file (default: <run_dir>/report.html, or report_<tag>.html)")
     p.add_argument("--gallery-size", type=int, default=4, help="images per gallery")
     p.add_argument("--no-gallery", action="store_true", help="leave out the galleries (no images or maps read)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     out = write_report(args.run_dir, args.list, args.weights, args.out, k=args.gallery_size,
-                       galleries=not args.no_gallery)
+                       galleries=not args.no_gallery, tag=args.tag)
     print(f"[report] {out} ({time.perf_counter() - t0:.1f} s)")
     return 0
 

@@ -68,7 +68,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="default: <map dir>_png/")
     args = p.parse_args()
     cfg = load_config(args.config, args.options)
-    map_dir = Path(args.map_dir) if args.map_dir else session_paths(cfg).cam_dir(cfg.infer_list, cfg.weights)
+    map_dir = Path(args.map_dir) if args.map_dir else session_paths(cfg).cam_dir(cfg.infer_list, cfg.weights, cfg.get("map_tag", ""))
     names = args.names or read_image_list(data_path(cfg, cfg.infer_list))[: args.first]
     out = Path(args.out) if args.out else map_dir.with_name(map_dir.name + "_png")
     for name in names:

@@ -371,7 +371,7 @@ def generate_maps(cfg: Config, model: nn.Module | None = None) -> Path:
     names, sizes = check_inputs(cfg.voc12_root, list_file, cfg.cls_label, cfg.img_dir,
                                 allow_pickle=cfg.allow_pickle, progress=rank == 0)
     labels = label_matrix(names, load_cls_labels(cfg.cls_label, allow_pickle=cfg.allow_pickle), source=cfg.cls_label)
-    out_dir = paths.cam_dir(cfg.infer_list, cfg.weights)
+    out_dir = paths.cam_dir(cfg.infer_list, cfg.weights, cfg.get("map_tag", ""))
     device = select_device(cfg.get("device", "auto"), local_rank)
     trained = load_session_model(cfg, device) if model is None else None
     model = trained.model if trained is not None else model.to(device).eval()

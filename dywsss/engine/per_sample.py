@@ -63,7 +63,8 @@ def compute_logits(model: nn.Module, names: Sequence[str], labels: np.ndarray, c
 
 def compat_csv_path(cfg: Config) -> Path:
     """The original's file: ``miou_loss_csv/miou_loss_<session>_<weights stem>_<list stem>.csv`` (cwd)."""
-    return Path(COMPAT_DIR) / f"miou_loss_{cfg.session_name}_{Path(cfg.weights).stem}_{Path(cfg.eval_list).stem}.csv"
+    tag = f"_{cfg.map_tag}" if cfg.get("map_tag") else ""
+    return Path(COMPAT_DIR) / f"miou_loss_{cfg.session_name}_{Path(cfg.weights).stem}_{Path(cfg.eval_list).stem}{tag}.csv"
 
 
 def check_maps_for(map_dir: Path, names: Sequence[str], weights_sha256: str | None, cfg: Config) -> dict:
@@ -108,9 +109,9 @@ def compute_per_sample(cfg: Config, model: nn.Module | None = None) -> Path:
     if model is None and not weights.is_file():
         raise MissingInputError(f"{weights}: weights not found (weights={cfg.weights!r}); train first or pass weights=PATH")
     weights_sha = sha256_file(weights) if model is None else None
-    map_dir = paths.cam_dir(cfg.eval_list, cfg.weights)
+    map_dir = paths.cam_dir(cfg.eval_list, cfg.weights, cfg.get("map_tag", ""))
     maps = check_maps_for(map_dir, names, weights_sha, cfg)
-    out = paths.eval_dir(cfg.eval_list, cfg.weights) / "per_sample.csv"
+    out = paths.eval_dir(cfg.eval_list, cfg.weights, cfg.get("map_tag", "")) / "per_sample.csv"
     with StageLock(paths, f"per_sample_{out.parent.name}"):
         check_writable(out.parent)
         ji_ref, ji_paper = per_image_ji(map_dir, names, cfg.gt_dir, t=float(cfg.eval_thresh),

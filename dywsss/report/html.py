@@ -427,12 +427,14 @@ def _files_html(run: RunSummary) -> str:
 
 def write_report(
     root: PathLike, list_name: str | None = None, weights: str | None = None, out: PathLike | None = None,
-    k: int = 4, galleries: bool = True,
+    k: int = 4, galleries: bool = True, tag: str = "",
 ) -> Path:
-    """Build the report of run ``root`` and write it atomically to ``out`` (default ``root/report.html``)."""
-    run = load_run(root, list_name, weights)
+    """Build the report of run ``root`` (evaluation ``tag``) and write it atomically to ``out``
+    (default ``root/report.html``, or ``root/report_<tag>.html``)."""
+    run = load_run(root, list_name, weights, tag)
     page = build_report(run, k=k, galleries=galleries)
-    return write_text_atomic(Path(out) if out else Path(root) / "report.html", page)
+    default = Path(root) / (f"report_{tag}.html" if tag else "report.html")
+    return write_text_atomic(Path(out) if out else default, page)
 
 
 __all__ = [

@@ -72,14 +72,16 @@ class RunSummary:
     vice: dict
     #: sha256 of the weights, maps record, CSV and the chain's status (:func:`check_chain`)
     provenance: dict = field(default_factory=dict)
+    #: ``map_tag`` of the evaluation ("" for the run's own method)
+    tag: str = ""
 
     @property
     def eval_dir(self) -> Path:
-        return self.paths.eval_dir(self.list_stem, self.weights_stem)
+        return self.paths.eval_dir(self.list_stem, self.weights_stem, self.tag)
 
     @property
     def cam_dir(self) -> Path:
-        return self.paths.cam_dir(self.list_stem, self.weights_stem)
+        return self.paths.cam_dir(self.list_stem, self.weights_stem, self.tag)
 
     @property
     def per_sample_csv(self) -> Path:
@@ -161,19 +163,20 @@ def pick_eval(root: PathLike, cfg: Mapping[str, Any], list_name: str | None, wei
     return lst, wts
 
 
-def load_run(root: PathLike, list_name: str | None = None, weights: str | None = None) -> RunSummary:
-    """Read a finished run; :class:`RunNotFinished` names the first missing output."""
+def load_run(root: PathLike, list_name: str | None = None, weights: str | None = None, tag: str = "") -> RunSummary:
+    """Read a finished run (the evaluation with ``map_tag`` ``tag``); :class:`RunNotFinished` names the
+    first missing output."""
     root = Path(root)
     if not root.is_dir():
         raise MissingInputError(f"{root}: run directory not found")
     cfg = read_run_config(root)
     lst, wts = pick_eval(root, cfg, list_name, weights)
     paths = SessionPaths(root)
-    eval_dir = paths.eval_dir(lst, wts)
+    eval_dir = paths.eval_dir(lst, wts, tag)
     if not eval_dir.is_dir():
         raise RunNotFinished(f"{eval_dir}: no evaluation for list {lst!r} and weights {wts!r}")
     run = RunSummary(
-        paths=paths, cfg=cfg, list_stem=lst, weights_stem=wts,
+        paths=paths, cfg=cfg, list_stem=lst, weights_stem=wts, tag=tag,
         ji_curve=read_summary(eval_dir / "ji_curve.json"),
         ece=read_summary(eval_dir / "ece.json"),
         vice=read_summary(eval_dir / "vice.json"),
