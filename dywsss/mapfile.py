@@ -82,6 +82,12 @@ def save_maps(path: str | os.PathLike, classes: np.ndarray, cams: np.ndarray, dt
     return save_npz_atomic(path, classes=classes, cams=cams.astype(dtype), **extra)
 
 
+def load_raw(path: str | os.PathLike) -> np.ndarray | None:
+    """The signed, unnormalised maps (``raw`` [K, H, W] float32, ``cam_store_raw=True``), None when not stored."""
+    data = load_npz(path)
+    return data["raw"].astype(np.float32) if "raw" in data else None
+
+
 def read_stamp(path: str | os.PathLike) -> str | None:
     """The ``stamp`` of a map file (only that member is read), None when it has none or is unreadable."""
     try:

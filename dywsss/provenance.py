@@ -60,6 +60,24 @@ def short_hash(digest: str | None) -> str:
     return digest[:SHORT] if digest else "-"
 
 
+#: Packages whose versions every output records.
+RECORDED_PACKAGES: tuple[str, ...] = ("torch", "torchvision", "timm", "numpy", "scipy", "pillow", "grad-cam", "captum",
+                                      "zennit", "scikit-image", "scikit-learn", "mmengine-lite")
+
+
+def library_versions(packages: Iterable[str] = RECORDED_PACKAGES) -> dict[str, str]:
+    """Installed version of each distribution; ``not installed`` when absent."""
+    from importlib import metadata
+
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
 def file_record(path: PathLike) -> dict[str, str]:
     """``{"path": ..., "sha256": ...}`` of one input file."""
     return {"path": str(path), "sha256": sha256_file(path)}

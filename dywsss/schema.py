@@ -91,8 +91,22 @@ KEY_TYPES: dict[str, Any] = {
     "cam_classes": Literal["gt", "pred", "all"],
     "cam_dtype": Literal["float16", "float32"],
     "cam_batch_size": PosInt,
+    "cam_store_raw": StrictBool,
+    "attr_batch_size": PosInt,
+    "perturbation_score": Literal["prob", "logit"],
+    "ig_steps": PosInt,
+    "ig_baseline": Literal["zero", "black"],
+    "smoothgrad_samples": PosInt,
+    "smoothgrad_sd": PosFloat,
+    "occlusion_window": PosInt,
+    "occlusion_stride": PosInt,
+    "rise_masks": PosInt,
+    "rise_grid": PosInt,
+    "rise_p": Annotated[float, Strict(), Field(gt=0, le=1)],
+    "lime_samples": PosInt,
+    "lime_kernel_width": PosFloat,
     "overwrite": StrictBool,
-    "map_tag": Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9.+-]*$")],
+    "map_tag": Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9._+-]*$")],
     # per-sample, ECE, VICE
     "loss_input": Literal["center_crop", "full_image"],
     "pred_threshold": OpenUnitFloat,
@@ -107,6 +121,9 @@ KEY_TYPES: dict[str, Any] = {
 _ADAPTERS = {key: TypeAdapter(tp) for key, tp in KEY_TYPES.items()}
 
 _UNION_TAGS = frozenset({"bool", "str", "constrained-str", "none", "int", "float", "function-after", "dict"})
+#: What a key with a pattern accepts, in words.
+PATTERN_HINTS = {"device": "expected auto, cpu, cuda or cuda:N",
+                 "map_tag": "use letters, digits and . _ + - only (it becomes part of folder names)"}
 #: Keys that take True/False or a file path.
 BOOL_OR_PATH = ("pretrained", "resume")
 
@@ -137,7 +154,7 @@ def _phrase(err: Mapping[str, Any]) -> str:
     elif kind == "too_short":
         text = "needs at least one value"
     elif kind == "string_pattern_mismatch":
-        text = "expected auto, cpu, cuda or cuda:N"
+        text = "does not have the expected form"
     elif kind in ("string_too_short",):
         text = "must not be empty"
     else:
@@ -159,6 +176,8 @@ def _type_problem(key: str, value: Any) -> str | None:
         phrases = list(dict.fromkeys(_phrase(e) for e in errs)) or ["invalid value"]
         if key in BOOL_OR_PATH:
             phrases = ["expected True, False or a file path"]
+        elif key in PATTERN_HINTS and any(e["type"] == "string_pattern_mismatch" for e in errs):
+            phrases = [PATTERN_HINTS[key]]
         elif any(e["type"] == "bool_type" for e in errs):
             phrases = ["expected True or False"]
         return f"{key}={value!r}: {' and '.join(phrases[:2])}"

@@ -46,12 +46,12 @@ from ..explain import EXPLAINERS
 from ..io import check_writable, write_json_atomic
 from ..mapfile import META_FILE, UNSTAMPED, load_maps, meta_stamp, read_maps_meta, read_stamp, save_maps
 from ..models.spec import ModelSpec, TrainedModel, load_session_model
-from ..provenance import file_record, short_hash
+from ..provenance import file_record, library_versions, short_hash
 from ..recipe import recipe_of
 from ..schema import config_problems, network_problems, raise_problems, session_problems
 from ..session import StageLock
 from .dist import barrier, env_world, is_dist
-from .runtime import library_versions, resolve_num_workers, select_device
+from .runtime import resolve_num_workers, select_device
 
 CLASS_MODES = ("gt", "pred", "all")
 #: The original's offset in the min-max normalisation (spec, stage 2).
@@ -107,14 +107,31 @@ def explain_batch(
     flip: bool = True,
     clamp: bool = True,
 ) -> list[torch.Tensor]:
-    """Normalised maps [K_i, H, W] for a batch of equal-size images [B, 3, H, W].
+    """Normalised maps [K_i, H, W] for a batch of equal-size images [B, 3, H, W] (see :func:`explain_batch_raw`)."""
+    return explain_batch_raw(explainer, images, classes, scales, flip, clamp)[0]
+
+
+def explain_batch_raw(
+    explainer: Any,
+    images: torch.Tensor,
+    classes: Sequence[Sequence[int]],
+    scales: Sequence[float] = (1.0,),
+    flip: bool = True,
+    clamp: bool = True,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Normalised maps and raw maps, each [K_i, H, W], for equal-size images [B, 3, H, W].
 
     The explainer runs once per scale on the images and (``flip``) their mirror
-    images together; each raw map is upsampled to (H, W), mirrored back where
-    needed, summed over scales and flips, clamped at 0 and normalised.
+    images together; each raw map is upsampled to (H, W) and mirrored back where
+    needed. The stored map: the sum over scales and flips, clamped at 0 (for
+    signed methods: the positive part of the summed attribution) and normalised.
+    The raw map (``cam_store_raw``): the mean over passes of the upsampled map
+    times (h w) / (H W), h x w the pass's input size, so each pass keeps its total
+    attribution (for IG: logit(x) - logit(baseline)), unnormalised and signed.
     """
     B, _, H, W = images.shape
     sums = [images.new_zeros((len(c), H, W), dtype=torch.float32) for c in classes]
+    raws = [images.new_zeros((len(c), H, W), dtype=torch.float32) for c in classes]
     fixed = getattr(explainer, "input_size", None)
     sizes = [tuple(fixed)] if fixed else [scaled_size(H, W, s) for s in scales]
     for size in sizes:
@@ -123,17 +140,21 @@ def explain_batch(
             x, run_classes = torch.cat([x, x.flip(-1)]), list(classes) * 2
         else:
             run_classes = list(classes)
+        area = size[0] * size[1] / (H * W)
         for j, raw in enumerate(_run_explainer(explainer, x, run_classes)):
             if raw.shape[0] == 0:
                 continue
             up = F.interpolate(raw[None].float(), size=(H, W), mode="bilinear", align_corners=False)[0]
-            sums[j % B] += up.flip(-1) if j >= B else up
-    return [normalize_maps(s.clamp_(min=0), clamp=clamp) for s in sums]
+            up = up.flip(-1) if j >= B else up
+            sums[j % B] += up
+            raws[j % B] += up * area
+    passes = len(sizes) * (2 if flip else 1)
+    return [normalize_maps(s.clamp_(min=0), clamp=clamp) for s in sums], [r / passes for r in raws]
 
 
 def explain_batch_original_vit(explainer: Any, images: Sequence[np.ndarray], classes: Sequence[Sequence[int]],
                                device: torch.device, mean: Sequence[float] = IMAGENET_MEAN,
-                               std: Sequence[float] = IMAGENET_STD) -> list[torch.Tensor]:
+                               std: Sequence[float] = IMAGENET_STD) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Maps by the original ViT protocol (vice-spec stage 2; ``vit_map_protocol=original``).
 
     Each uint8 image is resized to the explainer's input size with PIL bilinear
@@ -142,23 +163,27 @@ def explain_batch_original_vit(explainer: Any, images: Sequence[np.ndarray], cla
     (``align_corners=False``) to the input size, min-max normalised there without
     an epsilon (a constant map, 0/0 in the original, becomes 0), then upsampled
     bilinearly to the image size. One pass, no flip, no further normalisation.
+    Returns the maps and the raw maps (as :func:`explain_batch_raw`).
     """
     from PIL import Image
 
     h_in, w_in = explainer.input_size
     resized = [np.asarray(Image.fromarray(im).resize((w_in, h_in), Image.BILINEAR)) for im in images]
     x = to_device_batch(resized, device, False, mean, std)
-    out = []
+    maps, raws = [], []
     for image, raw in zip(images, _run_explainer(explainer, x, classes)):
         size = tuple(image.shape[:2])
         if raw.shape[0] == 0:
-            out.append(raw.new_zeros((0, *size), dtype=torch.float32))
+            maps.append(raw.new_zeros((0, *size), dtype=torch.float32))
+            raws.append(maps[-1])
             continue
         up = F.interpolate(raw[None].float(), size=(h_in, w_in), mode="bilinear", align_corners=False)[0]
         lo, hi = up.amin(dim=(-2, -1), keepdim=True), up.amax(dim=(-2, -1), keepdim=True)
         norm = torch.nan_to_num((up - lo) / (hi - lo), nan=0.0, posinf=0.0, neginf=0.0)
-        out.append(F.interpolate(norm[None], size=size, mode="bilinear", align_corners=False)[0].clamp_(0.0, 1.0))
-    return out
+        maps.append(F.interpolate(norm[None], size=size, mode="bilinear", align_corners=False)[0].clamp_(0.0, 1.0))
+        full = F.interpolate(raw[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+        raws.append(full * (h_in * w_in / (size[0] * size[1])))
+    return maps, raws
 
 
 def select_classes(mode: str, labels: np.ndarray, probs: np.ndarray | None = None,
@@ -230,6 +255,8 @@ def maps_meta(cfg: Config, explainer: Any, trained: TrainedModel | None = None, 
         if original_vit_protocol(cfg, explainer):
             meta["normalization"] = "original ViT protocol: minmax at the input size (no epsilon), then bilinear"
     meta["recipe"] = recipe_of(cfg)
+    if cfg.get("cam_store_raw", False):
+        meta["raw"] = "mean over passes of the signed map, area-rescaled to image pixels, float32 (key 'raw')"
     method_meta = getattr(explainer, "meta", None)
     if callable(method_meta):
         meta["method_params"] = method_meta()
@@ -328,6 +355,7 @@ def write_maps(cfg: Config, model: nn.Module, explainer: Any, names: Sequence[st
     loader = DataLoader(dataset, batch_sampler=[list(b) for b in batches], collate_fn=collate_images,
                         num_workers=resolve_num_workers(cfg.num_workers))
     channels_last = use_channels_last(cfg, model)
+    store_raw = bool(cfg.get("cam_store_raw", False))
     if channels_last:
         model.to(memory_format=torch.channels_last)
     pending: list[Future] = []
@@ -337,14 +365,15 @@ def write_maps(cfg: Config, model: nn.Module, explainer: Any, names: Sequence[st
             probs = predict_probs(model, batch["image"], cfg, device, spec) if cfg.cam_classes == "pred" else None
             classes = select_classes(cfg.cam_classes, batch["label"].numpy(), probs, float(cfg.pred_threshold))
             if original_vit_protocol(cfg, explainer):
-                maps = explain_batch_original_vit(explainer, batch["image"], classes, device, *_norm(spec))
+                maps, raws = explain_batch_original_vit(explainer, batch["image"], classes, device, *_norm(spec))
             else:
                 x = to_device_batch(batch["image"], device, channels_last, *_norm(spec))
-                maps = explain_batch(explainer, x, classes, cfg.cam_scales, bool(cfg.cam_flip))
-            for name, cls, m in zip(batch["name"], classes, maps):
+                maps, raws = explain_batch_raw(explainer, x, classes, cfg.cam_scales, bool(cfg.cam_flip))
+            for name, cls, m, r in zip(batch["name"], classes, maps, raws):
                 cams = m.to(getattr(torch, cfg.cam_dtype)).cpu().numpy()
+                extra = dict(raw=r.cpu().numpy().astype(np.float32)) if store_raw else {}
                 pending.append(writer.submit(save_maps, out_dir / f"{name}.npz", np.asarray(cls), cams, cfg.cam_dtype,
-                                             stamp))
+                                             stamp, **extra))
             bar.update(len(batch["name"]))
             if len(pending) > _MAX_PENDING_WRITES:
                 pending = _wait(pending)

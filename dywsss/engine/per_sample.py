@@ -35,12 +35,12 @@ from ..io import check_writable
 from ..mapfile import check_stamps, meta_stamp, read_maps_meta
 from ..metrics.per_sample import per_image_ji, per_sample_table, write_csv_meta, write_per_sample_csv
 from ..models.spec import ModelSpec, TrainedModel, load_session_model
-from ..provenance import file_record, sha256_file, sha256_files, short_hash
+from ..provenance import file_record, library_versions, sha256_file, sha256_files, short_hash
 from ..recipe import recipe_of
 from ..schema import config_problems, network_problems, raise_problems, session_problems
 from ..session import StageLock
 from .dist import env_world
-from .runtime import library_versions, resolve_num_workers, select_device
+from .runtime import resolve_num_workers, select_device
 
 COMPAT_DIR = "miou_loss_csv"
 

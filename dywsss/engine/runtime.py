@@ -71,15 +71,6 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-#: Packages whose versions every output records.
-RECORDED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "pillow", "grad-cam", "captum", "zennit",
-                     "scikit-image", "scikit-learn", "mmengine-lite")
-
-
-def library_versions(packages: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str | None]:
-    return {p: _version(p) for p in packages}
-
-
 def env_info(device: torch.device, seed: int, world_size: int = 1, **extra: Any) -> dict[str, Any]:
     """Versions, hardware and seed, for ``log/env.json``."""
     info: dict[str, Any] = dict(

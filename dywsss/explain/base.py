@@ -13,12 +13,13 @@ part for the stored map and may keep the signed map as ``raw``.
 """
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any, Protocol, Sequence
 
 import torch
 from mmengine.config import Config
 from torch import nn
+
+from ..provenance import library_versions
 
 
 class Explainer(Protocol):
@@ -46,17 +47,6 @@ class Explainer(Protocol):
     def meta(self) -> dict[str, Any]:
         """The settings that change the maps (method parameters, library versions), for ``maps_meta.json``."""
         ...
-
-
-def library_versions(distributions: Sequence[str]) -> dict[str, str]:
-    """Installed version of each distribution (``"captum"``, ``"zennit"``, ...); "not installed" if absent."""
-    versions = {}
-    for name in distributions:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 class ExplainerBase:
