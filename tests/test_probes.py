@@ -278,3 +278,28 @@ def test_bcos_explainer_rejects_other_models():
         with pytest.raises(ConfigError) as err:
             EXPLAINERS.get("bcos")(model)
         assert "cam_method=bcos" in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------ the other methods on probes
+def test_gradcam_on_linear_probe_is_cam_over_hw():
+    """For GAP + linear, d logit_c / d F_k(p) = w_ck / (h w) everywhere, so Grad-CAM = CAM / (h w)."""
+    model = resnet_probe("linear").eval()
+    x = torch.randn(2, 3, 96, 64)
+    classes = [[1, 7], [4]]
+    cam = CAM(model).explain(x, classes)
+    grad = EXPLAINERS.get("gradcam")(model).explain(x, classes)
+    for c, g in zip(cam, grad):
+        torch.testing.assert_close(g, c / (3 * 2), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "bcos"])
+def test_cnn_methods_run_on_mlp_probes(method):
+    """The map stage's path on MLP probes (Score-CAM uses the same forward_features/forward_head
+    wrapper as these and is left out: it is minutes on CPU)."""
+    from dywsss.engine.maps import explain_batch
+
+    head = "bcos_mlp2" if method == "bcos" else "mlp2"
+    model = resnet_probe(head, hidden=32).eval()
+    maps = explain_batch(EXPLAINERS.get(method)(model), torch.randn(2, 3, 64, 96), [[0, 3], [5]])
+    assert [tuple(m.shape) for m in maps] == [(2, 64, 96), (1, 64, 96)]
+    assert all(torch.isfinite(m).all() and m.min() >= 0 and m.max() <= 1 and m.max() > 0 for m in maps)

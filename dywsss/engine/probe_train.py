@@ -36,24 +36,25 @@ import numpy as np
 import pandas as pd
 import torch
 from mmengine.config import Config
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import data_path, save_merged_config, session_paths
 from ..data.transforms import train_transform, val_transform
-from ..data.voc import VOCClassification, check_data, label_matrix, load_cls_labels, read_image_list
+from ..data.voc import VOCClassification, check_data, load_cls_labels, read_image_list
 from ..errors import ConfigError
 from ..io import atomic_path, write_json_atomic
 from ..metrics.classification import mean_average_precision, mean_ml_accuracy
 from ..metrics.probe_losses import ProbeLoss, get_probe_loss, resolve_off_value
 from ..models.builder import build_model_from_cfg
-from ..models.checkpoint import capture_rng_state, link_checkpoint, load_checkpoint, model_state, restore_rng_state, save_checkpoint
+from ..models.checkpoint import (
+    capture_rng_state, link_checkpoint, load_checkpoint, model_state, restore_rng_state, save_checkpoint,
+)
 from ..models.probes import ProbeModel, build_probe_model, head_kwarg_names, probe_arch
 from ..provenance import sha256_file
 from ..registry import Registry
 from . import dist
-from .feature_cache import FeatureCache, default_cache_dir, feature_cache
+from .feature_cache import FeatureCache, backbone_fingerprint, default_cache_dir, feature_cache
 from .runtime import env_info, resolve_num_workers, seed_everything, select_device, set_deterministic
 from .train import EpochBatchSampler, SeededAugmentation, TrainingDivergedError, build_optimizer
 
@@ -395,8 +396,8 @@ def _data_files(cfg: Config) -> dict[str, Path]:
 
 
 def _source(cfg: Config, model: ProbeModel, list_file: Path, label_file: Path, device: torch.device,
-            settings: ProbeSettings, augment: bool, cached: bool, cache_root: Path,
-            caches: dict[str, Any]) -> FeatureSource | None:
+            augment: bool, cached: bool, cache_root: Path, caches: dict[str, Any]) -> FeatureSource | None:
+    """The cached or recomputed features of one list; ``caches`` collects each cache's record."""
     img_dir = cfg.get("img_dir", "JPEGImages")
     crop = int(cfg.crop_size)
     workers = resolve_num_workers(cfg.get("num_workers", 0))
@@ -443,17 +444,16 @@ def _train_probe(cfg: Config, settings: ProbeSettings, root: Path, files: Mappin
     cache_root = Path(settings.cache_root or Path(cfg.get("work_dir_root", "work_dirs")) / "feature_cache")
     caches: dict[str, Any] = {}
     t0 = time.perf_counter()
-    train_src = _source(cfg, model, files["train_list"], files["cls_label"], device, settings, settings.augment,
+    train_src = _source(cfg, model, files["train_list"], files["cls_label"], device, settings.augment,
                         settings.cache and not settings.augment, cache_root, caches)
-    val_src = _source(cfg, model, files["val_list"], files["cls_label"], device, settings, False, settings.cache,
+    val_src = _source(cfg, model, files["val_list"], files["cls_label"], device, False, settings.cache,
                       cache_root, caches)
     cache_seconds = time.perf_counter() - t0
     best_path = root / "model" / "best.pth"
     if not info.is_main or train_src is None or val_src is None:
-        dist.barrier()  # the head trains on rank 0 alone (seconds on the cache)
-        return best_path
+        return best_path  # the head trains on rank 0 alone (seconds on the cache); no barrier to time out
     arch = probe_arch(model, cfg.network, cfg.get("model_kwargs"))
-    provenance = dict(backbone_weights_sha256=caches.get(files["train_list"].stem, {}).get("key_sha256"),
+    provenance = dict(**backbone_fingerprint(model.backbone),
                       pretrained=str(cfg.get("pretrain") or cfg.get("pretrained")),
                       **{k: dict(path=str(v), sha256=sha256_file(v)) for k, v in files.items()})
     record = dict(network=str(cfg.network), config=cfg.pretty_text, arch=arch, probe=settings.record(),
@@ -467,7 +467,6 @@ def _train_probe(cfg: Config, settings: ProbeSettings, root: Path, files: Mappin
         train_seconds=round(result.train_seconds, 3), epochs=result.epochs, steps=result.steps,
         final=result.final, best=result.best, provenance=provenance,
         env=env_info(device, seed, info.world_size, network=cfg.network)))
-    dist.barrier()
     return best_path
 
 
