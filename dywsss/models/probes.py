@@ -97,7 +97,7 @@ class BcosConv2d(nn.Module):
         out_j = |cos(a, ŵ_j)|^(B-1) · (ŵ_jᵀ a),   cos(a, ŵ_j) = ŵ_jᵀ a / ||a||,
 
     with ||a|| = sqrt(Σ a² + 1e-6). No bias. The layer is dynamic linear:
-    ``out = W(a) a`` with ``W(a) = diag(|cos|^(B-1)) Ŵ`` (:meth:`dynamic_scale`).
+    ``out = W(a) a`` with ``W(a) = diag(|cos|^(B-1)) Ŵ`` (:meth:`linear_and_scale` gives both factors).
     """
 
     def __init__(self, in_features: int, out_features: int, b: float = 2.0) -> None:
@@ -113,16 +113,12 @@ class BcosConv2d(nn.Module):
         return F.normalize(self.weight.flatten(1), dim=1)
 
     def linear_and_scale(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ŴᵀA at every location [B, out, h, w], |cos|^(B-1) [B, out, h, w])."""
+        """(Ŵa at every location [B, out, h, w], the factors |cos(a, ŵ_j)|^(B-1) [B, out, h, w])."""
         w = self.unit_weight()
         lin = F.conv2d(a, w[:, :, None, None])
         norm = (a.pow(2).sum(dim=1, keepdim=True) + BCOS_NORM_EPS).sqrt()
         scale = (lin / norm).abs().pow(self.b - 1) if self.b != 1 else torch.ones_like(lin)
         return lin, scale
-
-    def dynamic_scale(self, a: torch.Tensor) -> torch.Tensor:
-        """The input-dependent row factors |cos(a, ŵ_j)|^(B-1), [B, out, h, w]."""
-        return self.linear_and_scale(a)[1]
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         lin, scale = self.linear_and_scale(a)
