@@ -60,6 +60,21 @@ log_interval = 20
 val_drop_last = False           # True (original): best.pth is chosen on the first floor(N / batch_size) * batch_size val images
 session_name = ""
 
+# --------------------------------------------------------------------- probes
+# A head trained on a frozen backbone (scripts/train_probe.py; docs/PROBES.md); "" = no probe.
+probe = ""                      # linear | mlp2 | mlp3 | bcos_linear | bcos_mlp2 | bcos_mlp3
+probe_hidden = 0                # MLP hidden width; 0 = the feature width
+probe_loss = "bce"              # bce | ce (multi-label target y / sum(y))
+probe_bce_off_value = 0.0       # BCE target of absent classes: 0.0 or "1/C" (the authors' code for B-cos heads)
+probe_recipe = "adam"           # adam (paper: Adam 1e-3, warm-up + cosine) | sgd (authors' VOC code: lr 3 x 10 head factor)
+probe_lr = None                 # None: the recipe's
+probe_warmup_epochs = None      # None: the recipe's
+probe_epochs = 50
+probe_batch_size = 64
+probe_augment = False           # True: recompute augmented features every step (slower, exact)
+probe_cache = True              # cached float16 features of the frozen backbone (keyed by weights, input, list)
+probe_cache_dir = ""            # "" = <work_dir_root>/feature_cache
+
 # ----------------------------------------------------------------------- maps
 gen_mask_for_multi_crop = False  # original pipeline switch: run the map stage
 weights = "best.pth"

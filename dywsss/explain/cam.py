@@ -51,6 +51,12 @@ def check_gap_linear_head(model: nn.Module, features: torch.Tensor, weight: torc
     pooling after the features would make the CAM describe some other function.
     """
     head = model.get_classifier()
+    if weight.shape[1] != features.shape[1]:
+        raise ConfigError(
+            f"CAM (Eq. 5) needs the classifier to act on the last feature map, but {type(model).__name__}'s "
+            f"classifier takes {weight.shape[1]} channels and the features have {features.shape[1]} (an MLP head?). "
+            "Use cam_method=gradcam (or bcos for B-cos heads)."
+        )
     bias = head.bias if getattr(head, "bias", None) is not None else 0.0
     expected = features.mean(dim=(2, 3)) @ weight.t().to(features.dtype) + bias
     logits = model.forward_head(features)

@@ -106,10 +106,14 @@ def describe_model(model: nn.Module, cfg: Mapping[str, Any]) -> ModelSpec:
     """The record of a model built from ``cfg`` (network, num_classes, model_kwargs, crop_size, pretrained)."""
     network, num_classes = str(cfg["network"]), int(cfg.get("num_classes", 20))
     kwargs = dict(cfg.get("model_kwargs") or {})
-    head = getattr(unwrap_model(model), "probe_spec", None)
+    probe = getattr(unwrap_model(model), "probe_spec", None)
+    head = None
+    if callable(probe):  # a probe head on a frozen backbone (dywsss.models.probes)
+        p = probe()
+        head = {"type": p["head"], "kwargs": dict(p["head_kwargs"]), "num_features": int(p["num_features"])}
     return ModelSpec(network=network, num_classes=num_classes, model_kwargs=kwargs,
                      norm_eps=norm_eps_changes(_backbone(model), network, num_classes, kwargs),
-                     head=head() if callable(head) else None, input_size=int(cfg.get("crop_size", 224)),
+                     head=head, input_size=int(cfg.get("crop_size", 224)),
                      init=str(cfg.get("pretrain") or cfg.get("pretrained", False)))
 
 
@@ -137,9 +141,12 @@ def build_from_spec(spec: ModelSpec) -> nn.Module:
     model = create_timm_model(spec.network, spec.num_classes if spec.head is None else 0, spec.model_kwargs)
     apply_norm_eps(model, spec.norm_eps)
     if spec.head is not None:
-        from .probes import build_probe_model  # issue 13
+        from .probes import build_probe_model
 
         model = build_probe_model(model, spec.head["type"], spec.num_classes, **dict(spec.head.get("kwargs") or {}))
+        if spec.head.get("num_features") not in (None, model.num_features):
+            raise InputError(f"architecture record: {spec.network} gives {model.num_features} features, the record "
+                             f"says {spec.head['num_features']}")
     return model
 
 
