@@ -36,18 +36,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from dywsss.engine.gridpg import GridPGSettings, run_gridpg
+    from dywsss.viz.gridpg import plot_gridpg_examples
 
     args = parse_args(argv)
     cfg = load_config(args.config, args.options)
     settings = GridPGSettings.from_cfg(cfg, grid=args.grid, n_grids=args.n_grids, min_conf=args.min_conf,
                                        max_per_class=args.max_per_class, smooth=args.smooth, seed=args.seed,
                                        batch_size=args.batch_size, n_examples=args.examples)
-    out = run_gridpg(cfg, settings=settings)
-    import json
-
-    s = json.loads(out.read_text())
-    print(f"[gridpg] {cfg.cam_method}: GridPG = {s['gridpg']} over {s['n_cells'] - s['n_skipped']} cells of "
-          f"{s['n_grids']} {settings.grid}x{settings.grid} grids; wrote {out}")
+    res = run_gridpg(cfg, settings=settings)
+    s = res.summary
+    mean = "undefined" if s["gridpg"] is None else f"{s['gridpg']:.4f}"
+    png = plot_gridpg_examples(res.examples, settings.grid, res.figure_path, title=f"GridPG {cfg.cam_method}: {mean}")
+    print(f"[gridpg] {cfg.cam_method}: GridPG = {mean} over {s['n_cells'] - s['n_skipped']} cells of "
+          f"{s['n_grids']} {settings.grid}x{settings.grid} grids; wrote {res.json_path}, {res.csv_path}, {png}")
     return 0
 
 

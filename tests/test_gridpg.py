@@ -9,13 +9,14 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import dywsss.engine.gridpg as gp
 from dywsss.data.transforms import val_transform
 from dywsss.data.voc import load_image
 from dywsss.errors import ConfigError, InputError
 from dywsss.explain.cam import CAM
-from dywsss.provenance import read_png_provenance  # noqa: F401  (figure is a plain PNG)
+from dywsss.viz.gridpg import plot_gridpg_examples
 from test_maps_engine import tiny_cfg
 
 torch.set_num_threads(1)
@@ -105,7 +106,8 @@ def test_gridpg_stage_end_to_end(demo_voc, tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False, num_classes=20).eval()
     settings = gp.GridPGSettings(grid=2, n_grids=6, smooth="none", seed=1, batch_size=4, n_examples=2)
-    out = gp.run_gridpg(cfg, model=model, settings=settings, progress=False)
+    res = gp.run_gridpg(cfg, model=model, settings=settings, progress=False)
+    out = res.json_path
     s = json.loads(out.read_text())
     table = pd.read_csv(out.with_name("gridpg.csv"))
     assert len(table) == 24 and s["n_grids"] == 6 and s["n_cells"] == 24
@@ -113,7 +115,10 @@ def test_gridpg_stage_end_to_end(demo_voc, tmp_path, monkeypatch):
     assert s["settings"]["grid_side"] == 64 and s["settings"]["method"] == "cam"
     assert s["provenance"]["weights"]["sha256"] is None  # the model was passed in, no weights file
     assert len(s["provenance"]["list"]["sha256"]) == 64
-    assert out.with_name("gridpg.png").stat().st_size > 1000
+    assert len(res.examples) == 2 and res.examples[0][0].shape == (64, 64, 3)
+    png = plot_gridpg_examples(res.examples, 2, res.figure_path)
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size[0] > 300
 
     # recompute grid 1 independently: inputs, CAM of all classes, bilinear upsampling, cell masses
     g = table[table["grid"] == 1].sort_values("cell")

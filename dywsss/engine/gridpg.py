@@ -19,7 +19,7 @@
 
 Outputs in ``eval/<list>_<weights>/``: ``gridpg.csv`` (one row per grid cell),
 ``gridpg.json`` (mean, counts, per-class means, settings, sha256 of the weights and
-inputs) and ``gridpg.png`` (example grids).
+inputs); ``scripts/gridpg.py`` adds ``gridpg.png`` (example grids).
 """
 from __future__ import annotations
 
@@ -199,13 +199,27 @@ def gridpg_dir(cfg: Config) -> Path:
     return session_paths(cfg).eval_dir(cfg.eval_list, cfg.weights)
 
 
+@dataclass
+class GridPGResult:
+    """What :func:`run_gridpg` wrote, and the example grids for the figure (``dywsss.viz.gridpg``)."""
+
+    json_path: Path
+    csv_path: Path
+    summary: dict
+    examples: list  # (grid image uint8 [G, G, 3], maps [g*g, G, G], classes, scores)
+
+    @property
+    def figure_path(self) -> Path:
+        return self.json_path.with_name("gridpg.png")
+
+
 def run_gridpg(cfg: Config, model: nn.Module | None = None, settings: GridPGSettings | None = None,
-               progress: bool = True) -> Path:
-    """Write ``gridpg.csv``, ``gridpg.json`` and ``gridpg.png`` for ``cfg.eval_list``; return the JSON path.
+               progress: bool = True) -> GridPGResult:
+    """Write ``gridpg.csv`` and ``gridpg.json`` for ``cfg.eval_list``; the figure is drawn from
+    ``result.examples`` by :func:`dywsss.viz.gridpg.plot_gridpg_examples` (``scripts/gridpg.py``).
 
     ``model`` (optional) replaces loading ``model/<weights>`` (tests).
     """
-    from ..viz.gridpg import plot_gridpg_examples
     from .maps import load_model
     from .per_sample import prediction_transform
     from .runtime import select_device
@@ -256,10 +270,8 @@ def run_gridpg(cfg: Config, model: nn.Module | None = None, settings: GridPGSett
     with atomic_path(out_dir / "gridpg.csv") as tmp:
         table.to_csv(tmp, index=False)
     summary = gridpg_summary(table, s, cfg, explainer, candidates, weights_path, list_file, image_files)
-    png = plot_gridpg_examples(examples, s.grid, out_dir / "gridpg.png", title=f"GridPG {cfg.cam_method}: "
-                               f"{summary['gridpg']:.3f}" if summary["gridpg"] is not None else "GridPG")
-    summary["figure"] = str(png)
-    return write_json_atomic(out_dir / "gridpg.json", summary)
+    json_path = write_json_atomic(out_dir / "gridpg.json", summary)
+    return GridPGResult(json_path, out_dir / "gridpg.csv", summary, examples)
 
 
 def gridpg_summary(table: pd.DataFrame, s: GridPGSettings, cfg: Config, explainer: Any,
