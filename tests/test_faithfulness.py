@@ -137,3 +137,24 @@ def test_input_frame_maps_reads_a_map_file(tmp_path):
     got = input_frame_maps(tmp_path / "a.npz", [9, 2], "center_crop", 8)
     np.testing.assert_array_equal(got[0].numpy(), cams[1, 1:9, 2:10])
     assert not got[1].any()  # class 2 has no stored map
+
+
+def test_batch_faithfulness_reads_maps_in_the_input_frame(tmp_path):
+    rng = np.random.default_rng(3)
+    model = tiny_cnn(4)
+    imgs = [rng.integers(0, 256, (30, 26, 3), dtype=np.uint8), rng.integers(0, 256, (18, 40, 3), dtype=np.uint8)]
+    classes = [[2, 6], [11]]
+    for k, (img, cls) in enumerate(zip(imgs, classes)):
+        save_maps(tmp_path / f"im{k}.npz", np.array(cls), rng.random((len(cls),) + img.shape[:2]), dtype="float32")
+    inputs = torch.stack([center_crop(normalize_image(im), 24) for im in imgs])
+    got = image_faithfulness(model, inputs, [input_frame_maps(tmp_path / f"im{k}.npz", c, "center_crop", 24)
+                                             for k, c in enumerate(classes)], classes, steps=4)
+    from dywsss.metrics.faithfulness import batch_faithfulness
+
+    out = batch_faithfulness(model, inputs, ["im0", "im1"], tmp_path, classes, "center_crop", 24, steps=4)
+    for col in got:
+        np.testing.assert_array_equal(out[col], got[col])
+    # the deletion of image 1 by hand: its single map, centre-cropped like the image
+    m = torch.from_numpy(np.load(tmp_path / "im1.npz")["cams"].astype(np.float32))
+    want = curve_area(slow_curve(model, inputs[1], center_crop(m, 24)[0].numpy(), 11, 4, "deletion")[None])[0]
+    assert out["deletion"][1] == pytest.approx(want, rel=1e-5)

@@ -196,3 +196,25 @@ def image_faithfulness(
         for col in columns:
             out[col] = np.bincount(group, weights=scores[col], minlength=inputs.shape[0]) / n_per
     return out
+
+
+def batch_faithfulness(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    names: Sequence[str],
+    map_dir: str | os.PathLike,
+    classes: Sequence[Sequence[int]],
+    loss_input: str,
+    size: int,
+    steps: int = DEFAULT_STEPS,
+    modes: Sequence[str] = MODES,
+    batch_size: int = 64,
+    allow_pickle: bool = False,
+) -> dict[str, np.ndarray]:
+    """:func:`image_faithfulness` for a batch of the per-sample stage: ``inputs`` [B, 3, size, size]
+    (the ``loss_input`` transform of the images ``names``, on the model's device), the maps read from
+    ``map_dir/<name>.npz`` for each image's ground-truth ``classes``."""
+    from .segmentation import map_file
+
+    maps = [input_frame_maps(map_file(map_dir, n), c, loss_input, size, allow_pickle) for n, c in zip(names, classes)]
+    return image_faithfulness(model, inputs, maps, classes, steps, modes, batch_size)
