@@ -339,3 +339,17 @@ def test_one_pass_errors_before_work(demo_maps, tmp_path):
     # model metrics are skipped by the mask pass
     ev = evaluate_maps(names[:2], map_dir, gt_dir, metrics=["epg", "deletion"], progress=False)
     assert ev.metrics == ["epg"]
+
+
+def test_map_metrics_json_with_model_columns(demo_maps, tmp_path):
+    from dywsss.metrics.map_eval import write_map_metrics_json
+
+    names, labels, gt_dir, map_dir, _ = demo_maps
+    ev = evaluate_maps(names, map_dir, gt_dir, [labels[n] for n in names], metrics=["epg"], progress=False)
+    deletion = np.linspace(0.1, 0.5, len(names))
+    deletion[0] = np.nan
+    out = write_map_metrics_json(tmp_path / "map_metrics.json", ev, {"deletion": deletion}, provenance={"x": 1})
+    s = json.loads(out.read_text())
+    assert s["metrics"]["deletion"]["mean"] == pytest.approx(np.nanmean(deletion))
+    assert s["metrics"]["deletion"]["higher_is_better"] is False and s["metrics"]["deletion"]["n_images"] == 11
+    assert s["metrics"]["epg"]["mean"] == pytest.approx(np.nanmean(ev.columns()["epg"])) and s["provenance"] == {"x": 1}

@@ -13,7 +13,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -23,7 +23,8 @@ from ..data.voc import CLASS_NAMES, mask_path
 from ..errors import ConfigError
 from ..provenance import sha256_files
 from .map_metrics import (
-    DEFAULT_MAP_METRICS, DEFAULT_PG_TOLERANCE, MAP_METRICS, MIN_OBJECT_FRACTION, ClassMap, ImageMasks, check_metric_names, prepare_map,
+    DEFAULT_MAP_METRICS, DEFAULT_PG_TOLERANCE, MAP_METRICS, MIN_OBJECT_FRACTION, ClassMap, ImageMasks,
+    check_metric_names, column_orientation, prepare_map,
 )
 from .segmentation import (
     check_inputs_exist, confusion_matrix, image_ji, load_gt_and_maps, map_file, maps_to_mask,
@@ -192,7 +193,8 @@ def evaluate_maps(
     _warn_empty(conf, names)
     scores = np.asarray(values, dtype=np.float64).reshape(len(values), len(metrics))
     settings = dict(
-        map_dir=str(map_dir), gt_dir=str(gt_dir), annotations_dir=None if annotations_dir is None else str(annotations_dir),
+        map_dir=str(map_dir), gt_dir=str(gt_dir),
+        annotations_dir=None if annotations_dir is None else str(annotations_dir),
         metrics=metrics, ji_threshold=float(t), pg_tolerance=float(pg_tolerance),
         classes="given (labels)" if classes is not None else "present in the mask",
         pairs_without_stored_map=n_missing_maps,
@@ -218,11 +220,24 @@ def _warn_empty(conf: np.ndarray, names: Sequence[str]) -> None:
                       f"{[names[i] for i in empty[:5]]}", stacklevel=3)
 
 
-def write_map_metrics_json(path: PathLike, evaluation: MapEvaluation, **extra) -> Path:
-    """Write :meth:`MapEvaluation.summary` (plus ``extra`` fields, e.g. provenance) atomically."""
+def write_map_metrics_json(path: PathLike, evaluation: MapEvaluation,
+                           model_columns: Mapping[str, np.ndarray] | None = None, **extra) -> Path:
+    """Write :meth:`MapEvaluation.summary` atomically, plus the dataset means of the model metrics'
+    per-image columns (``model_columns``: e.g. insertion, deletion_norm from
+    :func:`dywsss.metrics.faithfulness.batch_faithfulness`, in list order) and ``extra`` fields
+    (e.g. provenance)."""
     from ..io import write_json_atomic
 
-    return write_json_atomic(path, {**evaluation.summary(), **extra})
+    summary = evaluation.summary()
+    for col, values in (model_columns or {}).items():
+        name, sign = column_orientation(col)
+        v = np.asarray(values, dtype=np.float64)
+        summary["metrics"][col] = {
+            "mean": _none(_nanmean(v)), "dataset_mean": "images", "mean_over_images": _none(_nanmean(v)),
+            "n_images": int(np.isfinite(v).sum()), "higher_is_better": sign > 0,
+            "definition": MAP_METRICS.get(name).definition + (" (p_k / p_0)" if col.endswith("_norm") else ""),
+        }
+    return write_json_atomic(path, {**summary, **extra})
 
 
 __all__ = ["COVARIATE_COLUMNS", "PARTIAL_COVARIATES", "MapEvaluation", "evaluate_maps", "write_map_metrics_json"]

@@ -113,7 +113,8 @@ def read_metric_table(path: PathLike, column: str, allow_nan: bool = True) -> pd
     return df
 
 
-def align_runs(a: pd.DataFrame, b: pd.DataFrame, path_a: PathLike, path_b: PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
+def align_runs(a: pd.DataFrame, b: pd.DataFrame, path_a: PathLike, path_b: PathLike
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The two tables with rows in the same image order; refuses differing or repeated image sets."""
     for df, path in ((a, path_a), (b, path_b)):
         dup = df["name_image"][df["name_image"].duplicated()]

@@ -151,7 +151,8 @@ def partial_vice_html(vices: Mapping[str, Mapping]) -> str:
             continue
         reason = part.get("reason", "")
         rows.append(
-            f'<tr><th>{_esc(col)}</th><td class="num">{_num(v.get("vice"))}{_interval(v.get("ci_low"), v.get("ci_high"))}'
+            f'<tr><th>{_esc(col)}</th><td class="num">{_num(v.get("vice"))}'
+            f'{_interval(v.get("ci_low"), v.get("ci_high"))}'
             f'</td><td class="num" data-key="{_esc(col)}.partial" data-value="{_esc(part.get("partial_vice"))}">'
             f'{_num(part.get("partial_vice"))}{_interval(part.get("ci_low"), part.get("ci_high"))}</td>'
             f'<td class="num">{_num(part.get("p_value"), 4)}</td><td class="note">{_esc(reason)}</td></tr>'
@@ -189,12 +190,12 @@ def sanity_html(sanity: Mapping | None, cascade_png: Path | None = None, metrics
     """Per cascade step: Spearman and SSIM against the original maps, JI, EPG, VICE; the verdicts."""
     if not sanity:
         return ""
-    rows = "".join(
-        f'<tr><th>{_esc(st["step"])}</th>{_cell("sanity." + st["step"] + ".spearman", st.get("spearman"))}'
-        f'{_cell("sanity." + st["step"] + ".ssim", st.get("ssim"))}{_cell("sanity." + st["step"] + ".ji", st.get("ji"))}'
-        f'{_cell("sanity." + st["step"] + ".epg", st.get("epg"))}{_cell("sanity." + st["step"] + ".vice", st.get("vice"))}'
-        "</tr>" for st in sanity.get("steps", []))
-    verdicts = "".join(f'<li data-key="verdict.{_esc(k)}">{_esc(v)}</li>' for k, v in sanity.get("verdicts", {}).items())
+    keys = ("spearman", "ssim", "ji", "epg", "vice")
+    rows = "".join(f'<tr><th>{_esc(st["step"])}</th>'
+                   + "".join(_cell(f"sanity.{st['step']}.{k}", st.get(k)) for k in keys) + "</tr>"
+                   for st in sanity.get("steps", []))
+    verdicts = "".join(f'<li data-key="verdict.{_esc(k)}">{_esc(v)}</li>'
+                       for k, v in sanity.get("verdicts", {}).items())
     logit = sanity.get("random_logit", {})
     figs = "".join(f for f in (
         _figure(cascade_png, "Cascading randomisation: the maps after re-initialising the network from the head "
