@@ -123,7 +123,7 @@ def one_metric(args: argparse.Namespace, column: str, json_path: Path | None) ->
 def paper_vice(args: argparse.Namespace, column: str, json_path: Path | None) -> dict:
     """VICE of a JI column, exactly as before (vice.json, vice_bins.png, loss_vs_ji.png), plus the
     metric/orientation record, per-class and partial VICE."""
-    from dywsss.metrics.metric_vice import metric_vice
+    from dywsss.metrics.metric_vice import orientation_text, vice_breakdown
 
     columns = ("name_image", "loss", column)
     df = read_per_sample_csv(args.dir_csv, columns, dropna=args.drop_nan)
@@ -137,9 +137,8 @@ def paper_vice(args: argparse.Namespace, column: str, json_path: Path | None) ->
     summary.update(ji_column=column, ji_definition=_ji_definition(df, column),
                    n_dropped=n_dropped, loss_bins=args.bins, csv=str(args.dir_csv),
                    definition="Pearson correlation of (-loss, JI); CI: percentile bootstrap over images")
-    extra = metric_vice(df, column, 1, n_boot=args.bootstrap, seed=args.seed) if res.n >= 3 else {}
-    summary.update({k: extra[k] for k in ("metric", "orientation", "sign", "mean", "per_class", "partial")
-                    if k in extra})
+    summary.update(metric=column, orientation=orientation_text(1), sign=1, mean=float(df[column].mean()))
+    summary.update(vice_breakdown(df, column, 1, n_boot=args.bootstrap, seed=args.seed))
     n_bins = min(args.bins, res.n)
     if n_bins >= 1:
         mean_loss, mean_ji, count = loss_bins(loss, ji, n_bins)

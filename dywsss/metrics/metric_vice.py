@@ -63,14 +63,23 @@ def metric_vice(
     df: pd.DataFrame, column: str, sign: int, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
 ) -> dict:
     """The ``vice.json`` fields of one metric column: VICE with interval, Spearman and p
-    (:func:`dywsss.metrics.vice.vice` on (-loss, sign * metric)), the per-class VICE
-    (when the table has ``label``) and the partial VICE given the object area fraction and
-    object count (when it has ``fg_fraction`` and ``n_objects``)."""
+    (:func:`dywsss.metrics.vice.vice` on (-loss, sign * metric)) and :func:`vice_breakdown`."""
     loss, value = df["loss"].to_numpy(np.float64), oriented(df[column].to_numpy(np.float64), sign)
-    res = vice(loss, value, n_boot=n_boot, level=level, seed=seed)
-    out = res.summary()
+    out = vice(loss, value, n_boot=n_boot, level=level, seed=seed).summary()
     out.update(metric=column, orientation=orientation_text(sign), sign=sign,
                mean=float(df[column].mean()) if len(df) else None)
+    out.update(vice_breakdown(df, column, sign, n_boot=n_boot, level=level, seed=seed))
+    return out
+
+
+def vice_breakdown(
+    df: pd.DataFrame, column: str, sign: int, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+) -> dict:
+    """``per_class``: VICE over the images of each class (when the table has ``label``);
+    ``partial``: the partial VICE given the object area fraction and object count (when it has
+    ``fg_fraction`` and ``n_objects``; else ``partial_vice: None`` and the reason)."""
+    loss, value = df["loss"].to_numpy(np.float64), oriented(df[column].to_numpy(np.float64), sign)
+    out: dict = {}
     if "label" in df.columns:
         labels = ids_to_multi_hot(df["label"].tolist())
         with warnings.catch_warnings():
@@ -80,14 +89,13 @@ def metric_vice(
     if missing:
         out["partial"] = {"partial_vice": None, "reason": f"the CSV lacks {missing} (written by the per-sample "
                                                            "stage together with the map metrics)"}
-    else:
-        z = df[list(PARTIAL_COVARIATES)].to_numpy(np.float64)
-        ok = np.isfinite(z).all(1)
-        part = partial_vice(loss[ok], value[ok], z[ok], list(PARTIAL_COVARIATES), n_boot=n_boot, level=level,
-                            seed=seed)
-        out["partial"] = {**part.summary(), "n_without_covariates": int((~ok).sum()),
-                          "definition": "Pearson correlation of the residuals of -loss and of the metric after "
-                                        "least squares on (1, fg_fraction, n_objects)"}
+        return out
+    z = df[list(PARTIAL_COVARIATES)].to_numpy(np.float64)
+    ok = np.isfinite(z).all(1)
+    part = partial_vice(loss[ok], value[ok], z[ok], list(PARTIAL_COVARIATES), n_boot=n_boot, level=level, seed=seed)
+    out["partial"] = {**part.summary(), "n_without_covariates": int((~ok).sum()),
+                      "definition": "Pearson correlation of the residuals of -loss and of the metric after "
+                                    "least squares on (1, fg_fraction, n_objects)"}
     return out
 
 
