@@ -85,6 +85,8 @@ def test_verdicts_hand_made():
     assert v["vice"].startswith("VICE barely moves") and "-0.050" in v["vice"]
     assert "reflects the image more than the model" in v["maps"]
     assert "do not depend on the class" in v["random_logit"]
+    steps[1]["zero_maps"] = 0.75
+    assert verdicts(steps, {}, 0.1)["maps"].startswith("75% of the maps of the fully randomised model are all zero")
     with pytest.raises(ConfigError, match="sanity_n_images=2"):
         SanitySettings.from_cfg(tiny_cfg(Path(".")), n_images=2)
 
@@ -100,6 +102,7 @@ def test_sanity_stage_end_to_end(demo_voc, tmp_path):
     s = json.loads(res.json_path.read_text())
     assert [st["step"] for st in s["steps"]] == ["original", "head", "layer4", "layer3", "layer2", "layer1", "stem"]
     assert s["steps"][0]["spearman"] == pytest.approx(1.0) and s["steps"][0]["ssim"] == pytest.approx(1.0)
+    assert all(0 <= st["zero_maps"] <= 1 for st in s["steps"])
     assert s["steps"][-1]["n_params_randomised"] == sum(p.numel() for p in model.parameters())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # the model itself is untouched
     assert len(res.step_maps) == 7 and len(res.step_maps[0]) == 2

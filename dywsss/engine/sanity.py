@@ -12,7 +12,7 @@
 * After each step the maps of the configured method are regenerated (the map stage's
   pipeline: scales, flip, min-max normalisation) for a fixed, seeded subset of the list,
   and compared with the original maps: Spearman rank correlation and SSIM (scikit-image,
-  data range 1) per (image, class) map; the per-image JI (reference definition at
+  data range 1) per (image, class) map, the share of all-zero maps; the per-image JI (reference definition at
   ``eval_thresh``), EPG against the mask, and VICE of the randomised model (its loss on the
   per-sample input against that JI).
 * Random-logit test: the original model's maps for a random class absent from the image,
@@ -209,8 +209,10 @@ def step_record(name: str, n_params: int, maps: list[np.ndarray], original: list
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a randomised model may give constant JI: VICE undefined
         v = vice(loss[ok], ji[ok], n_boot=n_boot, seed=seed)
+    zero = [not m.any() for ms in maps for m in ms]
     return {"step": name, "n_params_randomised": int(n_params),
             "spearman": _nanmean(sims[:, 0]), "ssim": _nanmean(sims[:, 1]),
+            "zero_maps": float(np.mean(zero)) if zero else None,
             "ji": _nanmean(ji), "epg": _nanmean(epg), "vice": _none(v.vice), "vice_ci": [_none(v.ci_low),
                                                                                       _none(v.ci_high)],
             "mean_loss": float(np.mean(loss))}
@@ -266,7 +268,11 @@ def verdicts(steps: Sequence[dict], random_logit: dict, tolerance: float) -> dic
             out[key] = f"{label} changes under full randomisation ({a:.3f} -> {b:.3f}, {how}): " \
                        "it depends on the model's weights"
     rho = last.get("spearman")
-    if rho is not None:
+    if (last.get("zero_maps") or 0) > 0.5:
+        out["maps"] = (f"{100 * last['zero_maps']:.0f}% of the maps of the fully randomised model are all zero: "
+                       "Spearman and EPG are undefined for them, and the reference JI then scores the background "
+                       "alone (a missed class is dropped), so it can even rise")
+    elif rho is not None:
         out["maps"] = (f"maps of the fully randomised model still rank pixels like the original ones (Spearman "
                        f"{rho:.2f}): the method reflects the image more than the model" if rho > SIMILAR_MAPS else
                        f"maps change under randomisation (Spearman {rho:.2f} with the originals at the end)")

@@ -190,7 +190,7 @@ def sanity_html(sanity: Mapping | None, cascade_png: Path | None = None, metrics
     """Per cascade step: Spearman and SSIM against the original maps, JI, EPG, VICE; the verdicts."""
     if not sanity:
         return ""
-    keys = ("spearman", "ssim", "ji", "epg", "vice")
+    keys = ("spearman", "ssim", "zero_maps", "ji", "epg", "vice")
     rows = "".join(f'<tr><th>{_esc(st["step"])}</th>'
                    + "".join(_cell(f"sanity.{st['step']}.{k}", st.get(k)) for k in keys) + "</tr>"
                    for st in sanity.get("steps", []))
@@ -206,7 +206,7 @@ def sanity_html(sanity: Mapping | None, cascade_png: Path | None = None, metrics
         '<section id="sanity"><h2>Sanity checks</h2><p>Adebayo et al. (2018): a map that does not change when the '
         f'model is randomised explains the image, not the model. {_esc(sanity.get("n_images"))} images, '
         f'method <code>{_esc(sanity.get("settings", {}).get("method"))}</code>.</p><ul>{verdicts}</ul>'
-        "<table><tr><th>after re-initialising</th><th>Spearman</th><th>SSIM</th><th>JI</th><th>EPG</th><th>VICE</th>"
+        "<table><tr><th>after re-initialising</th><th>Spearman</th><th>SSIM</th><th>all-zero maps</th><th>JI</th><th>EPG</th><th>VICE</th>"
         f'</tr>{rows}</table><p>Random-logit test: maps for a random absent class against a true class\'s map: '
         f'Spearman {_num(logit.get("spearman"))}, SSIM {_num(logit.get("ssim"))}; EPG on the true object '
         f'{_num(logit.get("epg_random_class"))} (random class) vs {_num(logit.get("epg_true_class"))} (true class).'
