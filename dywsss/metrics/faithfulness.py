@@ -83,6 +83,14 @@ def pixel_ranks(maps: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
+def uses_channels_last(model: nn.Module) -> bool:
+    """True when the model's convolution weights are channels-last (then so are the perturbed batches)."""
+    for p in model.parameters():
+        if p.ndim == 4:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
+
+
 def step_counts(n_pixels: int, steps: int) -> torch.Tensor:
     """``floor(k N / S)`` for k = 0..S (int64 [S + 1])."""
     return torch.div(torch.arange(steps + 1, dtype=torch.int64) * n_pixels, steps, rounding_mode="floor")
@@ -109,7 +117,8 @@ def perturbation_curves(
     ``inputs`` [B, 3, h, w]: the network inputs (normalised, on the model's device);
     ``maps`` [P, h, w]: one map per (image, class) pair in the input frame;
     ``image_index[p]`` / ``classes[p]``: the pair's image row and 0-based class.
-    Rows (pair, step) are sent through the network ``batch_size`` at a time.
+    Rows (pair, step) are sent through the network ``batch_size`` at a time (channels-last when
+    the model is, e.g. after the map stage's ``channels_last``).
     """
     if steps < 1:
         raise ValueError(f"insdel_steps must be >= 1, got {steps}")
@@ -125,6 +134,7 @@ def perturbation_curves(
         raise ValueError(f"maps are {tuple(maps.shape[1:])} but inputs {tuple(inputs.shape[2:])}: put the maps in "
                          "the input frame first (map_to_input_frame)")
     h, w = inputs.shape[2:]
+    channels_last = uses_channels_last(model)
     ranks = pixel_ranks(maps.to(inputs.device))
     counts = step_counts(h * w, steps).to(inputs.device)
     total = n_pairs * (steps + 1)
@@ -140,6 +150,8 @@ def perturbation_curves(
             # insertion: revealed pixels come from x, the rest from the blurred canvas;
             # deletion: revealed pixels become 0, the rest stay x
             batch = torch.where(revealed, x, base) if mode == "insertion" else torch.where(revealed, base, x)
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
             logits = model(batch)
             probs[start:start + rows.numel()] = torch.sigmoid(
                 logits.gather(1, cls[pair][:, None])[:, 0].double()).cpu()
