@@ -185,6 +185,14 @@ def test_negative_zero_and_unclamped_values():
     assert score("epg", gt, a, 0) == pytest.approx(0.5 / 0.75)
 
 
+def test_values_below_float16s_smallest_number_keep_their_order():
+    # 2**-30 has float16's mantissa width but not its exponent range: it must not share a bin with 0
+    a = np.array([[0.0, 2.0 ** -30, 0.5, 2.0 ** -24]], np.float32)
+    gt = np.array([[0, 1, 0, 1]], np.uint8)
+    assert score("gini", gt, a, 0) == pytest.approx(slow_gini(a), rel=1e-12)
+    assert score("ap_mask", gt, a, 0) == pytest.approx(slow_ap(gt, a, 0), rel=1e-12)
+
+
 # ------------------------------------------------------------------ against the slow versions
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_random_maps_match_slow_implementations(dtype):

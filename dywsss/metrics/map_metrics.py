@@ -246,18 +246,21 @@ class ClassMap:
 
         Bins are in ascending value order and equal values share a bin, so sorted-order
         statistics (AP, Gini) become sums over bins without a sort. Maps whose values are
-        all float16 numbers (every float16 map file, the default) are binned by their
-        float32 bits >> 13, which is monotone for values >= 0 (shifted so that 0 and
+        all float16 numbers >= +0.0 (every float16 map file, the default) are binned by their
+        float32 bits >> 13, which is monotone for such values (shifted so that 0 and
         float16's smallest number are neighbours); other maps use ``np.unique``.
         """
         flat = self.flat
-        bits = flat.view(np.uint32) & np.uint32(0x7FFFFFFF)  # values are >= 0: this only turns -0.0 into 0.0
-        if not (bits & np.uint32(0x1FFF)).any():
-            key = np.maximum(bits >> np.uint32(13), np.uint32(_F16_MIN_KEY - 1))
+        bits = flat.view(np.uint32)
+        key = bits >> np.uint32(13)
+        if np.array_equal(key << np.uint32(13), bits):  # every value has float16's 10-bit mantissa
+            np.maximum(key, np.uint32(_F16_MIN_KEY - 1), out=key)
             key -= np.uint32(_F16_MIN_KEY - 1)  # 0 -> bin 0, float16's smallest number -> bin 1, ...
             bins = key.astype(np.intp)
             count = np.bincount(bins)
-            if count[0] == flat.size - np.count_nonzero(flat):  # no value between 0 and float16's smallest
+            # fast path only when no value lies between 0 and float16's smallest number (they would share
+            # bin 0) and none is -0.0 (its sign bit puts it past every float16 number >= 0)
+            if count.size < _MAX_BINS and count[0] == flat.size - np.count_nonzero(bits):
                 return bins, count, _bin_values(count.size)
         values, inverse, count = np.unique(flat + np.float32(0), return_inverse=True, return_counts=True)
         return inverse.reshape(-1), count, values.astype(np.float64)
@@ -265,6 +268,8 @@ class ClassMap:
 
 #: float32 bits >> 13 of float16's smallest positive number, 2**-24
 _F16_MIN_KEY = int(np.array(2.0 ** -24, np.float32).view(np.uint32)) >> 13
+#: bins of the fast path: float16's largest number (65504) is bin 40961; -0.0 lands at 156674
+_MAX_BINS = 1 << 16
 _BIN_VALUES = np.zeros(1)
 
 
