@@ -37,7 +37,7 @@ def make_set(root: Path, n: int, h: int, w: int, seed: int = 0) -> list[str]:
     names = []
     for i in range(n):
         k = int(rng.integers(1, 4))
-        classes = rng.choice(20, size=k, replace=False)
+        classes = np.sort(rng.choice(20, size=k, replace=False))  # the map stage writes classes sorted
         gt = np.zeros((h, w), np.uint8)
         cams = np.empty((k, h, w), np.float32)
         for j, c in enumerate(classes):

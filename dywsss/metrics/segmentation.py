@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.voc import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, load_mask, mask_path
+from ..errors import InputError, MissingInputError
 from ..mapfile import load_maps
 
 NUM_SEG_CLASSES = NUM_CLASSES + 1  # background + 20 object classes
@@ -69,8 +70,11 @@ def _add_best_class(acc: np.ndarray, classes: np.ndarray, cams: np.ndarray, scor
     if classes.size == 1:
         return
     not_yet = cams[0] != score
+    step = np.empty_like(acc)
     for j in range(1, classes.size):  # K <= 20 maps of one image
-        np.add(acc, int(classes[j] - classes[j - 1]) * scale, out=acc, where=not_yet)
+        # acc += delta where not_yet; a multiply-add is much faster than np.add(..., where=)
+        np.multiply(not_yet, acc.dtype.type(int(classes[j] - classes[j - 1]) * scale), out=step)
+        acc += step
         if j < classes.size - 1:
             not_yet &= cams[j] != score
 
@@ -113,18 +117,30 @@ def maps_to_mask(classes: np.ndarray, cams: np.ndarray, t: float, shape: Sequenc
         return np.zeros(hw, np.uint8)
     classes, cams = _sorted_maps(classes, cams)
     score = cams.max(axis=0)
-    cls = np.ones(score.shape, np.intp)  # mask value = class id + 1
+    cls = np.ones(score.shape, np.uint8)  # mask value = class id + 1
     _add_best_class(cls, classes, cams, score, 1)
-    return np.where(score > np.float32(t), cls, 0).astype(np.uint8)
+    cls *= score > np.float32(t)
+    return cls
 
 
 # ---------------------------------------------------------------- confusion
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int = NUM_SEG_CLASSES) -> np.ndarray:
     """Pixel counts int64 [C, C], rows = ground truth, columns = prediction; gt 255 ignored."""
-    gt = np.asarray(gt).ravel().astype(np.intp)
-    pred = np.asarray(pred).ravel().astype(np.intp)
+    gt = np.asarray(gt).ravel()
+    pred = np.asarray(pred).ravel()
     if gt.shape != pred.shape:
         raise ValueError(f"ground truth has {gt.size} pixels, prediction {pred.size}")
+    if gt.dtype == np.uint8 and pred.dtype == np.uint8 and num_classes <= IGNORE:
+        # uint8 masks (every mask we load): count every (gt, pred) pair at once, then check the counts
+        pmax = int(pred.max(initial=0))
+        idx = gt.astype(np.uint16) * np.uint16(max(pmax + 1, num_classes)) + pred
+        full = np.bincount(idx, minlength=256 * max(pmax + 1, num_classes)).reshape(256, -1)
+        if full[num_classes:IGNORE].any():
+            raise ValueError(f"ground-truth values outside 0..{num_classes - 1} and {IGNORE}")
+        if full[:IGNORE, num_classes:].any():
+            raise ValueError(f"predicted values outside 0..{num_classes - 1}")
+        return full[:num_classes, :num_classes].astype(np.int64)
+    gt, pred = gt.astype(np.intp), pred.astype(np.intp)
     valid = gt != IGNORE
     if (gt[valid] >= num_classes).any() or (gt < 0).any():
         raise ValueError(f"ground-truth values outside 0..{num_classes - 1} and {IGNORE}")
@@ -267,18 +283,19 @@ def check_inputs_exist(paths: Sequence[Path], what: str, source: PathLike = "") 
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         where = f"{source}: " if str(source) else ""
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{where}{len(missing)} of {len(paths)} {what} missing, e.g. {', '.join(missing[:3])}"
         )
 
 
-def _load_gt_and_maps(
-    map_path: Path, gt_dir: PathLike, name: str, allow_pickle: bool
+def load_gt_and_maps(
+    map_path: Path, gt_dir: PathLike, name: str, allow_pickle: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mask uint8 [H, W], classes int64 [K], maps float32 [K, H, W])`` of one image, sizes checked."""
     gt = load_mask(gt_dir, name)
     classes, cams = load_maps(map_path, allow_pickle=allow_pickle)
     if classes.size and cams.shape[1:] != gt.shape:
-        raise ValueError(
+        raise InputError(
             f"{map_path}: maps are {cams.shape[2]}x{cams.shape[1]} but the mask "
             f"{mask_path(gt_dir, name)} is {gt.shape[1]}x{gt.shape[0]} (width x height)"
         )
@@ -333,7 +350,7 @@ def dataset_ji_curve(
     thr = _check_thresholds(default_thresholds() if thresholds is None else thresholds)
     hist = np.zeros((NUM_SEG_CLASSES, NUM_CLASSES, thr.size + 1), np.int64)
     for name, path in it:
-        gt, classes, cams = _load_gt_and_maps(path, gt_dir, name, allow_pickle)
+        gt, classes, cams = load_gt_and_maps(path, gt_dir, name, allow_pickle)
         hist += image_threshold_histogram(gt, classes, cams, thr)
     return JICurve(thr, confusion_from_histogram(hist))
 
@@ -353,7 +370,7 @@ def image_confusions(
     out = np.zeros((len(names), NUM_SEG_CLASSES, NUM_SEG_CLASSES), np.int64)
     for i, (name, path) in enumerate(tqdm(list(zip(names, paths)), desc="per-image JI", disable=not progress,
                                           leave=False)):
-        gt, classes, cams = _load_gt_and_maps(path, gt_dir, name, allow_pickle)
+        gt, classes, cams = load_gt_and_maps(path, gt_dir, name, allow_pickle)
         out[i] = confusion_matrix(gt, maps_to_mask(classes, cams, t, shape=gt.shape))
     return out
 

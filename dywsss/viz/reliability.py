@@ -1,9 +1,11 @@
 """Reliability diagram of ECE_ML: sample count per confidence bin, accuracy per bin vs the diagonal."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -13,15 +15,31 @@ from ..io import atomic_path
 from ..metrics.calibration import ECEResult
 
 
+_PROVENANCE: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("figure_provenance",
+                                                                                     default=None)
+
+
+@contextlib.contextmanager
+def figure_provenance(provenance: Mapping[str, Any] | None) -> Iterator[None]:
+    """Every figure saved inside the block records ``provenance`` (unless given its own)."""
+    token = _PROVENANCE.set(provenance)
+    try:
+        yield
+    finally:
+        _PROVENANCE.reset(token)
+
+
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150,
                 provenance: Mapping[str, Any] | None = None) -> Path:
     """Render with Agg (no display, no LaTeX) and write the PNG atomically.
 
-    ``provenance`` (what the figure was made from: input hashes, settings) is stored
-    in the PNG's text chunks (:func:`dywsss.provenance.read_png_provenance` reads it).
+    ``provenance`` (what the figure was made from: input hashes, settings; default: the
+    enclosing :func:`figure_provenance`) is stored in the PNG's text chunks
+    (:func:`dywsss.provenance.read_png_provenance` reads it).
     """
     from ..provenance import png_metadata
 
+    provenance = provenance if provenance is not None else _PROVENANCE.get()
     FigureCanvasAgg(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight",
