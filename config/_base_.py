@@ -112,3 +112,21 @@ ece_binning = "width"           # width (paper) | count (equal-count bins)
 vice_bins = 10                  # loss bins of the VICE figure
 bootstrap = 2000
 fignote = ""                    # figure label, e.g. ResNet-50
+
+# ------------------------------------------------------- map quality beyond JI (docs/MAP_METRICS.md)
+map_metrics = ("epg", "epg_box", "pg", "ap_mask", "gini")  # per image in the per-sample CSV; + insertion, deletion (need the network)
+insdel_steps = 100              # insertion/deletion: S steps (S + 1 forward passes per image and class)
+insdel_batch_size = 64          # insertion/deletion: perturbed inputs per forward pass (memory only)
+pg_tolerance = 15.0             # pointing game: hit within this many pixels of the class
+gridpg_grid = 2                 # GridPG (scripts/gridpg.py): 2 (2x2) | 3 (3x3) grids
+gridpg_n_grids = 100
+gridpg_min_conf = 0.95          # cells: single-class val images classified correctly with this confidence
+gridpg_max_per_class = 100
+gridpg_smooth = "mean5"         # mean5 (5x5 mean filter, the authors' code) | none
+gridpg_seed = None              # None: random_seed
+gridpg_batch_size = 4
+gridpg_n_examples = 4
+sanity_n_images = 32            # sanity checks (scripts/sanity_checks.py): fixed subset size
+sanity_seed = None              # None: random_seed
+sanity_tolerance = 0.1          # a metric whose relative change stays below this "barely moves"
+sanity_n_examples = 3

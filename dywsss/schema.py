@@ -129,6 +129,22 @@ KEY_TYPES: dict[str, Any] = {
     "vice_bins": PosInt,
     "bootstrap": NonNegInt,
     "fignote": Text,
+    "map_metrics": Annotated[tuple[Name, ...], Field(min_length=1)],
+    "insdel_steps": PosInt,
+    "insdel_batch_size": PosInt,
+    "pg_tolerance": NonNegFloat,
+    "gridpg_grid": Literal[2, 3],
+    "gridpg_n_grids": PosInt,
+    "gridpg_min_conf": UnitFloat,
+    "gridpg_max_per_class": PosInt,
+    "gridpg_smooth": Literal["mean5", "none"],
+    "gridpg_seed": None | NonNegInt,
+    "gridpg_batch_size": PosInt,
+    "gridpg_n_examples": NonNegInt,
+    "sanity_n_images": Annotated[StrictInt, Field(ge=3)],
+    "sanity_seed": None | NonNegInt,
+    "sanity_tolerance": OpenUnitFloat,
+    "sanity_n_examples": NonNegInt,
 }
 _ADAPTERS = {key: TypeAdapter(tp) for key, tp in KEY_TYPES.items()}
 

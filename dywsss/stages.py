@@ -30,6 +30,11 @@ PathSpec = Sequence[Path] | Callable[[], Sequence[Path]]
 REPO = Path(__file__).resolve().parents[1]
 
 
+VICE_OUTPUTS = ("vice.json", "vice_bins.png", "loss_vs_ji.png", "vice_metrics.json", "loss_vs_metrics.png")
+GRIDPG_OUTPUTS = ("gridpg.json", "gridpg.csv", "gridpg.png")
+SANITY_OUTPUTS = ("sanity.json", "sanity_cascade.png", "sanity_metrics.png")
+
+
 class StageError(RuntimeError):
     """A stage's command failed (``returncode``: its exit status) or did not write its outputs."""
 
@@ -229,7 +234,7 @@ def study_stages(
 ) -> StudyPlan:
     """The VICE study of one config as stages (docs/DESIGN.md): demo data (when ``demo_args`` is
     given), train, maps, JI curve, the centred-blob baseline's maps and JI curve, per-sample
-    loss, ECE_ML, VICE, report.
+    loss and map metrics, ECE_ML, VICE (of JI and of every map metric), GridPG, sanity checks, report.
 
     ``options`` are ``key=value`` overrides passed to every config-driven stage.
     """
@@ -296,15 +301,20 @@ def study_stages(
               inputs=lambda: [*cfg_inputs, wfile, lst, label_file, *cams(), *masks()], outputs=[csv]),
         Stage("ece", (python, _script("compute_ECE.py"), str(config), "--options", *opts, *list_opts),
               inputs=[*cfg_inputs, csv], outputs=[eval_dir / "ece.json", eval_dir / "reliability.png"]),
-        # without --json, compute_VICE.py writes vice.json, vice_bins.png, loss_vs_ji.png beside the CSV
+        # without --json, compute_VICE.py writes vice.json, vice_bins.png, loss_vs_ji.png beside the CSV, and
+        # with --metric all vice_<metric>.json, loss_vs_<metric>.png and vice_metrics.json for the map metrics
         Stage("vice", (python, _script("compute_VICE.py"), "--dir_csv", str(csv), "--plot_title", title,
-                       "--bins", str(cfg.vice_bins), "--bootstrap", str(cfg.bootstrap)),
-              inputs=[csv], outputs=[eval_dir / f for f in ("vice.json", "vice_bins.png", "loss_vs_ji.png")]),
+                       "--bins", str(cfg.vice_bins), "--bootstrap", str(cfg.bootstrap), "--metric", "all"),
+              inputs=[csv], outputs=[eval_dir / f for f in VICE_OUTPUTS]),
+        Stage("gridpg", (python, _script("scripts/gridpg.py"), str(config), "--options", *opts, *list_opts),
+              inputs=[*cfg_inputs, wfile, lst, label_file], outputs=[eval_dir / f for f in GRIDPG_OUTPUTS]),
+        Stage("sanity", (python, _script("scripts/sanity_checks.py"), str(config), "--options", *opts, *list_opts),
+              inputs=[*cfg_inputs, wfile, lst, label_file], outputs=[eval_dir / f for f in SANITY_OUTPUTS]),
         Stage("report", (python, _script("scripts/make_report.py"), str(paths.root), "--list", Path(lst).stem,
                          "--weights", Path(wts).stem, *(("--tag", tag) if tag else ())),
               inputs=[paths.config_file, csv, *(eval_dir / f for f in (
-                  "ji_curve.json", "ji_curve_blob.json", "ece.json", "vice.json", "reliability.png",
-                  "vice_bins.png", "loss_vs_ji.png"))],
+                  "ji_curve.json", "ji_curve_blob.json", "ece.json", "reliability.png", "map_metrics.json",
+                  *VICE_OUTPUTS, *GRIDPG_OUTPUTS, *SANITY_OUTPUTS))],
               outputs=[report]),
     ]
     stamps = paths.log_dir / (f"stages_{tag}.json" if tag else "stages.json")

@@ -5,7 +5,8 @@
         [--list val.txt] [--weights best.pth] [--demo-data "--out data/demo --train 480 ..."]
         [--force [STAGE ...]] [--dry-run]
 
-Stages: data (only with --demo-data), train, maps, ji_curve, per_sample, ece, vice, report.
+Stages: data (only with --demo-data), train, maps, ji_curve, blob_maps, blob_curve, per_sample, ece, vice,
+gridpg, sanity, report.
 A stage reruns when an output is missing or older than an input, or its command changed;
 an interrupted training resumes from model/last.pth.
 """

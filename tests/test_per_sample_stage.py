@@ -1,6 +1,7 @@
 """Stage 4 driver: the per-sample CSV from the model's logits and the map files."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -46,7 +47,9 @@ def test_per_sample_csv(setup, loss_input, tmp_path, monkeypatch):
     out = compute_per_sample(cfg, model=model)
     assert out == session_paths(cfg).eval_dir(cfg.eval_list, cfg.weights) / "per_sample.csv"
     df = pd.read_csv(out, dtype={"label": str, "prediction": str}, keep_default_na=False)
-    assert tuple(df.columns) == PER_SAMPLE_COLUMNS
+    metric_cols = ["epg", "epg_box", "pg", "ap_mask", "gini", "fg_fraction", "n_objects", "n_classes"]
+    base = [c for c in PER_SAMPLE_COLUMNS if not c.startswith("p_")]
+    assert list(df.columns) == base + metric_cols + [f"p_{c:02d}" for c in range(20)]
     names = info["names"]
     assert df["name_image"].tolist() == names
 
@@ -64,6 +67,16 @@ def test_per_sample_csv(setup, loss_input, tmp_path, monkeypatch):
     ref, paper = per_image_ji(session_paths(cfg).cam_dir("val.txt", "best.pth"), names, cfg.gt_dir, progress=False)
     np.testing.assert_allclose(df["ji_reference"], ref)
     np.testing.assert_allclose(df["miou"], paper)  # ji_definition=paper
+
+    # the map metrics of the same pass equal the one-pass evaluation of the metrics module
+    from dywsss.metrics.map_eval import evaluate_maps
+
+    ev = evaluate_maps(names, session_paths(cfg).cam_dir("val.txt", "best.pth"), cfg.gt_dir,
+                       [sorted(info["labels"][n]) for n in names], progress=False)
+    for col, values in ev.columns().items():
+        np.testing.assert_allclose(pd.to_numeric(df[col], errors="coerce").to_numpy(float), values, equal_nan=True)
+    summary = json.loads((out.parent / "map_metrics.json").read_text())
+    assert summary["metrics"]["epg"]["mean"] == pytest.approx(np.nanmean(pd.to_numeric(df["epg"], errors="coerce")))
 
     compat = tmp_path / compat_csv_path(cfg)
     assert compat.name == "miou_loss_ps_best_val.csv"
@@ -93,3 +106,23 @@ def test_original_invocation(setup, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "per_sample.csv" in proc.stdout and "miou_loss_ps_cli_w_val.csv" in proc.stdout
     assert len(pd.read_csv(tmp_path / "miou_loss_csv/miou_loss_ps_cli_w_val.csv")) == 7
+
+
+def test_insertion_and_deletion_columns_come_from_the_same_inputs(setup, tmp_path, monkeypatch):
+    from dywsss.metrics.faithfulness import image_faithfulness, input_frame_maps
+
+    root, info, model = setup
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_cfg(root, session_name="ps", map_metrics=("epg", "insertion", "deletion"), insdel_steps=4)
+    df = pd.read_csv(compute_per_sample(cfg, model=model))
+    for col in ("insertion", "insertion_norm", "deletion", "deletion_norm"):
+        assert col in df.columns
+    # the first image, directly: its val-transform input and its maps put in that input's frame
+    name = info["names"][0]
+    classes = sorted(info["labels"][name])
+    x = val_transform(32)(load_image(root / "VOC2012/JPEGImages" / f"{name}.jpg"))[None]
+    maps = [input_frame_maps(session_paths(cfg).cam_dir("val.txt", "best.pth") / f"{name}.npz", classes,
+                             "center_crop", 32)]
+    direct = image_faithfulness(model, x, maps, [classes], steps=4)
+    for col in ("insertion", "deletion"):
+        assert df[col].iloc[0] == pytest.approx(float(np.asarray(direct[col])[0]), rel=1e-5)

@@ -132,7 +132,7 @@ def demo_plan(tmp_path):
 def test_study_plan_commands(demo_plan, tmp_path):
     st = {s.name: s for s in demo_plan.stages}
     assert list(st) == ["data", "train", "maps", "ji_curve", "blob_maps", "blob_curve", "per_sample", "ece",
-                        "vice", "report"]
+                        "vice", "gridpg", "sanity", "report"]
     train = st["train"].command
     assert train[:4] == ("python", "run_resnet50.py", "config/demo.py", "--options")
     assert "train_multi_scale=True" in train and "session_name=s1" in train and "max_epoches=3" in train
@@ -142,7 +142,10 @@ def test_study_plan_commands(demo_plan, tmp_path):
     vice = st["vice"].command
     assert vice[vice.index("--dir_csv") + 1] == str(ev / "per_sample.csv")
     assert vice[vice.index("--bootstrap") + 1] == "1000"  # config/demo.py
-    assert st["vice"].output_paths() == [ev / "vice.json", ev / "vice_bins.png", ev / "loss_vs_ji.png"]
+    assert st["vice"].output_paths() == [ev / f for f in ("vice.json", "vice_bins.png", "loss_vs_ji.png",
+                                                          "vice_metrics.json", "loss_vs_metrics.png")]
+    assert vice[vice.index("--metric") + 1] == "all"
+    assert st["gridpg"].output_paths()[0] == ev / "gridpg.json" and st["sanity"].output_paths()[0] == ev / "sanity.json"
     assert st["report"].output_paths() == [tmp_path / "s1" / "report.html"]
     blob = st["blob_curve"].command
     assert blob[-2:] == ("--json", str(ev / "ji_curve_blob.json"))
@@ -187,3 +190,12 @@ def test_run_sh_paper_stops_at_once_without_the_data(tmp_path):
     assert proc.returncode == 1
     assert "voc12/VOC2012/JPEGImages not found" in proc.stderr and "voc12/README.md" in proc.stderr
     assert not (tmp_path / ".venv").exists()  # nothing slow ran first
+
+
+def test_map_tag_keeps_a_method_apart(tmp_path):
+    plan = study_stages("config/demo.py", "s3", [f"work_dir_root={tmp_path}", "cam_method=gradcam", "map_tag=gradcam"])
+    st = {s.name: s for s in plan.stages}
+    assert plan.cam_dir == tmp_path / "s3" / "test" / "cam_val_best_gradcam"
+    assert plan.eval_dir == tmp_path / "s3" / "eval" / "val_best_gradcam"
+    assert plan.report == tmp_path / "s3" / "report_gradcam.html" and plan.stamp_file.name == "stages_gradcam.json"
+    assert st["report"].command[-2:] == ("--tag", "gradcam")

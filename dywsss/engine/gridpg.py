@@ -66,6 +66,7 @@ class GridPGSettings:
     def from_cfg(cls, cfg: Config, **overrides: Any) -> "GridPGSettings":
         base = cls(seed=int(cfg.get("random_seed", 0)))
         values = {f: cfg.get(f"gridpg_{f}", getattr(base, f)) for f in base.__dataclass_fields__}
+        values = {k: getattr(base, k) if v is None else v for k, v in values.items()}  # None: the default (seed: random_seed)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).checked()
 
@@ -196,7 +197,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 # ------------------------------------------------------------------ the stage
 def gridpg_dir(cfg: Config) -> Path:
-    return session_paths(cfg).eval_dir(cfg.eval_list, cfg.weights)
+    return session_paths(cfg).eval_dir(cfg.eval_list, cfg.weights, cfg.get("map_tag", ""))
 
 
 @dataclass

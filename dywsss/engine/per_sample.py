@@ -1,11 +1,15 @@
-"""Stage 4: the per-sample CSV (loss, confidence, labels, predictions, per-image JI).
+"""Stage 4: the per-sample CSV (loss, confidence, labels, predictions, per-image JI and map metrics).
 
 The classifier, rebuilt from the checkpoint's architecture record, runs on the
 original's validation input (``loss_input = center_crop``: the ``crop_size``
 centre crop of the unresized image, zero padded; ``full_image`` resizes the
 whole image instead); its logits give the loss (Eq. 7) and the rest of the row
 (:func:`dywsss.metrics.per_sample.per_sample_table`), joined with the per-image
-JI of the map files of stage 2.
+JI of the map files of stage 2 and, in the same pass over the map files and masks, the
+map metrics of ``map_metrics`` (EPG, EPG on boxes, pointing game, AP against the mask,
+Gini; :mod:`dywsss.metrics.map_metrics`), with their dataset means in
+``map_metrics.json``. Insertion/deletion (``map_metrics`` with ``insertion``/``deletion``)
+need the network: they run on the same input batches as the loss.
 
 The stage refuses maps made from other weights than the ones it evaluates
 (their ``maps_meta.json`` records the weights' sha256, every map file the
@@ -30,10 +34,12 @@ from ..config import SessionPaths, data_path, session_paths
 from ..data.datasets import VOCClassification
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, prediction_transform
 from ..data.voc import check_inputs, label_matrix, load_cls_labels, mask_path
-from ..errors import MissingInputError, StaleError
+from ..errors import ConfigError, MissingInputError, StaleError
 from ..io import check_writable
 from ..mapfile import check_stamps, meta_stamp, read_maps_meta
-from ..metrics.per_sample import per_image_ji, per_sample_table, write_csv_meta, write_per_sample_csv
+from ..metrics.map_eval import evaluate_maps, write_map_metrics_json
+from ..metrics.map_metrics import DEFAULT_MAP_METRICS, MAP_METRICS, check_metric_names
+from ..metrics.per_sample import per_sample_table, write_csv_meta, write_per_sample_csv
 from ..models.spec import ModelSpec, TrainedModel, load_session_model
 from ..provenance import file_record, library_versions, sha256_file, sha256_files, short_hash
 from ..recipe import recipe_of
@@ -45,20 +51,34 @@ from .runtime import resolve_num_workers, select_device
 COMPAT_DIR = "miou_loss_csv"
 
 
-@torch.no_grad()
 def compute_logits(model: nn.Module, names: Sequence[str], labels: np.ndarray, cfg: Config,
-                   device: torch.device, spec: ModelSpec | None = None) -> np.ndarray:
-    """Logits float32 [N, 20] of the listed images on the prediction input, in list order."""
+                   device: torch.device, spec: ModelSpec | None = None,
+                   faithfulness: Sequence[str] = (), map_dir: Path | None = None) -> tuple[np.ndarray, dict]:
+    """Logits float32 [N, 20] of the listed images on the prediction input, in list order, and (for the
+    ``faithfulness`` modes ``insertion``/``deletion``) their per-image columns from the same batches."""
+    from ..metrics.faithfulness import batch_faithfulness
+
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if spec is None else (spec.mean, spec.std)
     dataset = VOCClassification(names, cfg.voc12_root, dict(zip(names, labels)),
                                 prediction_transform(cfg.loss_input, int(cfg.crop_size), mean, std), img_dir=cfg.img_dir)
     loader = DataLoader(dataset, batch_size=int(cfg.batch_size), shuffle=False,
                         num_workers=resolve_num_workers(cfg.num_workers))
     model.eval()
-    out = []
-    for batch in tqdm(loader, desc="per-sample logits", unit="batch"):
-        out.append(model(batch["img"].to(device)).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, labels.shape[1]), np.float32)
+    out, cols = [], {}
+    for batch in tqdm(loader, desc="per-sample logits" + (" + insertion/deletion" if faithfulness else ""),
+                      unit="batch"):
+        x = batch["img"].to(device)
+        with torch.no_grad():
+            out.append(model(x).float().cpu())
+        if faithfulness:
+            classes = [np.flatnonzero(r > 0.5).tolist() for r in batch["label"].numpy()]
+            got = batch_faithfulness(model, x, batch["name"], map_dir, classes, cfg.loss_input, int(cfg.crop_size),
+                                     steps=int(cfg.get("insdel_steps", 100)), modes=list(faithfulness),
+                                     batch_size=int(cfg.get("insdel_batch_size", 64)), allow_pickle=cfg.allow_pickle)
+            for k, v in got.items():
+                cols.setdefault(k, []).append(np.asarray(v, dtype=np.float64))
+    logits = torch.cat(out).numpy() if out else np.zeros((0, labels.shape[1]), np.float32)
+    return logits, {k: np.concatenate(v) for k, v in cols.items()}
 
 
 def compat_csv_path(cfg: Config) -> Path:
@@ -89,7 +109,12 @@ def check_maps_for(map_dir: Path, names: Sequence[str], weights_sha256: str | No
 
 
 def per_sample_problems(cfg: Config) -> list[str]:
-    return config_problems(cfg) + session_problems(cfg) + network_problems(cfg)
+    out = config_problems(cfg) + session_problems(cfg) + network_problems(cfg)
+    try:
+        check_metric_names(cfg.get("map_metrics", DEFAULT_MAP_METRICS))
+    except ConfigError as exc:
+        out.append(str(exc))
+    return out
 
 
 def compute_per_sample(cfg: Config, model: nn.Module | None = None) -> Path:
@@ -112,19 +137,31 @@ def compute_per_sample(cfg: Config, model: nn.Module | None = None) -> Path:
     map_dir = paths.cam_dir(cfg.eval_list, cfg.weights, cfg.get("map_tag", ""))
     maps = check_maps_for(map_dir, names, weights_sha, cfg)
     out = paths.eval_dir(cfg.eval_list, cfg.weights, cfg.get("map_tag", "")) / "per_sample.csv"
+    metrics = check_metric_names(cfg.get("map_metrics", DEFAULT_MAP_METRICS))
+    model_metrics = [m for m in metrics if MAP_METRICS.get(m).needs == "model"]
     with StageLock(paths, f"per_sample_{out.parent.name}"):
         check_writable(out.parent)
-        ji_ref, ji_paper = per_image_ji(map_dir, names, cfg.gt_dir, t=float(cfg.eval_thresh),
-                                        allow_pickle=cfg.allow_pickle)
+        classes = [np.flatnonzero(r > 0.5).tolist() for r in labels]
+        ev = evaluate_maps(names, map_dir, cfg.gt_dir, classes, metrics, t=float(cfg.eval_thresh),
+                           annotations_dir=Path(cfg.voc12_root) / "Annotations",
+                           pg_tolerance=float(cfg.get("pg_tolerance", 15.0)), allow_pickle=cfg.allow_pickle)
         device = select_device(cfg.get("device", "auto"), env_world()[2])
         trained: TrainedModel | None = load_session_model(cfg, device) if model is None else None
         net = trained.model if trained is not None else model.to(device).eval()
-        logits = compute_logits(net, names, labels, cfg, device, None if trained is None else trained.spec)
-        table = per_sample_table(names, logits, labels, ji_ref, ji_paper, cfg.ji_definition, float(cfg.pred_threshold))
+        logits, model_cols = compute_logits(net, names, labels, cfg, device, None if trained is None else trained.spec,
+                                            model_metrics, map_dir)
+        extra = {k: v for k, v in ev.columns().items() if k not in ("ji_reference", "ji_paper")} | model_cols
+        table = per_sample_table(names, logits, labels, ev.ji_reference, ev.ji_paper, cfg.ji_definition,
+                                 float(cfg.pred_threshold), extra)
         record = _record(cfg, trained, maps, list_file, names)
+        record["settings"].update(map_metrics=metrics, pg_tolerance=float(cfg.get("pg_tolerance", 15.0)),
+                                  insdel_steps=int(cfg.get("insdel_steps", 100)) if model_metrics else None)
         for path in (out, compat_csv_path(cfg)):
             write_per_sample_csv(table, path)
             write_csv_meta(path, record)
+        write_map_metrics_json(out.parent / "map_metrics.json", ev, model_cols,
+                               provenance=dict(csv=str(out), csv_sha256=sha256_file(out),
+                                               weights_sha256=record["weights"]["sha256"], maps_stamp=maps.get("stamp")))
     return out
 
 

@@ -71,6 +71,7 @@ class SanitySettings:
     def from_cfg(cls, cfg: Config, **overrides: Any) -> "SanitySettings":
         base = cls(seed=int(cfg.get("random_seed", 0)))
         values = {f: cfg.get(f"sanity_{f}", getattr(base, f)) for f in base.__dataclass_fields__}
+        values = {k: getattr(base, k) if v is None else v for k, v in values.items()}  # None: the default (seed: random_seed)
         values.update({k: v for k, v in overrides.items() if v is not None})
         out = cls(**values)
         if int(out.n_images) < 3:
@@ -375,5 +376,6 @@ def run_sanity_checks(cfg: Config, model: nn.Module | None = None, settings: San
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
         },
     }
-    out = write_json_atomic(session_paths(cfg).eval_dir(cfg.eval_list, cfg.weights) / "sanity.json", summary)
+    out = write_json_atomic(session_paths(cfg).eval_dir(cfg.eval_list, cfg.weights, cfg.get("map_tag", "")) / "sanity.json",
+                            summary)
     return SanityResult(out, summary, data, step_maps, names)

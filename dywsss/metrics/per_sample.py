@@ -10,7 +10,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,10 @@ _UNIT = (0.0, 1.0)
 COLUMN_RANGES: dict[str, tuple[float, float]] = {
     "loss": (0.0, np.inf), "confidence": _UNIT, "entropy": (0.0, float(np.log(2.0)) + 1e-12),
     "miou": _UNIT, "ji_reference": _UNIT, "ji_paper": _UNIT, **{c: _UNIT for c in PROB_COLUMNS},
+    # map metrics (dywsss.metrics.map_metrics; NaN where undefined) and their covariates
+    "epg": _UNIT, "epg_box": _UNIT, "pg": _UNIT, "ap_mask": _UNIT, "gini": _UNIT, "insertion": _UNIT,
+    "deletion": _UNIT, "insertion_norm": (0.0, np.inf), "deletion_norm": (0.0, np.inf), "fg_fraction": _UNIT,
+    "n_objects": (0.0, np.inf), "n_classes": (0.0, 20.0),
 }
 
 
@@ -80,9 +84,11 @@ def per_sample_table(
     ji_paper: np.ndarray,
     ji_definition: str = "reference",
     pred_threshold: float = 0.5,
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """One row per image with loss (Eq. 7), ML-confidence (Eq. 2), entropy, label and
-    predicted ids (``p > pred_threshold``), both JIs and ``miou`` = the chosen one."""
+    predicted ids (``p > pred_threshold``), both JIs and ``miou`` = the chosen one; ``extra``
+    columns (map metrics, covariates) follow the JIs, then the class probabilities."""
     if ji_definition not in JI_DEFINITIONS:
         raise ValueError(f"ji_definition must be one of {JI_DEFINITIONS}, got {ji_definition!r}")
     x = check_logits(np.asarray(logits))
@@ -106,8 +112,14 @@ def per_sample_table(
         "ji_reference": ji_ref,
         "ji_paper": ji_pap,
     }
+    extra = {k: np.asarray(v) for k, v in (extra or {}).items() if k not in table}
+    bad = [k for k, v in extra.items() if v.shape != (n,)]
+    if bad:
+        raise ValueError(f"extra columns {bad} do not have {n} values")
+    table.update(extra)
     table.update({col: p[:, c] for c, col in enumerate(PROB_COLUMNS)})
-    return pd.DataFrame(table, columns=list(PER_SAMPLE_COLUMNS))
+    base = [c for c in PER_SAMPLE_COLUMNS if c not in PROB_COLUMNS]
+    return pd.DataFrame(table, columns=base + list(extra) + list(PROB_COLUMNS))
 
 
 def write_per_sample_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:

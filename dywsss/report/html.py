@@ -26,6 +26,7 @@ from ..mapfile import load_maps
 from ..metrics.segmentation import maps_to_mask
 from ..provenance import short_hash
 from ..recipe import recipe_of
+from .map_metrics import map_quality_sections
 from .summary import FIGURES, PRODUCER, RunNotFinished, RunSummary, format_metric, load_run
 
 PathLike = str | os.PathLike
@@ -390,10 +391,12 @@ def build_report(run: RunSummary, k: int = 4, galleries: bool = True) -> str:
         f'{_esc(short_hash(run.provenance.get("weights_sha256")))}</code>) &middot; generated {now}</p>',
         '<nav><a href="#metrics">metrics</a><a href="#how-to-read">how to read</a><a href="#figures">figures</a>'
         '<a href="#low_loss_poor_map">low loss, poor maps</a><a href="#high_loss_good_map">high loss, good maps</a>'
+        '<a href="#map-metrics">map metrics</a><a href="#gridpg">GridPG</a><a href="#sanity">sanity checks</a>'
         '<a href="#settings">settings</a></nav>',
         _metrics_html(run),
         f'<section id="how-to-read"><h2>How to read VICE and ECE<sub>ML</sub></h2>{HOW_TO_READ}</section>',
         _figures_html(run),
+        map_quality_sections(run.eval_dir),
     ]
     if galleries:
         chosen = select_gallery(read_per_sample(run.per_sample_csv), k)
@@ -420,7 +423,9 @@ def _provenance_html(run: RunSummary) -> str:
 
 def _files_html(run: RunSummary) -> str:
     files = [run.paths.config_file, run.weights_file, run.cam_dir, run.per_sample_csv,
-             *(run.eval_dir / f for f in ("ji_curve.json", "ece.json", "vice.json"))]
+             *(run.eval_dir / f for f in ("ji_curve.json", "ece.json", "vice.json", "map_metrics.json",
+                                          "vice_metrics.json", "gridpg.json", "sanity.json")
+               if f in ("ji_curve.json", "ece.json", "vice.json") or (run.eval_dir / f).is_file())]
     items = "".join(f"<li><code>{_esc(p)}</code></li>" for p in files)
     return f'<section id="files"><h2>Files</h2><ul>{items}</ul></section>'
 
