@@ -205,7 +205,8 @@ def test_train_probe_writes_rebuildable_checkpoints(demo_voc, tmp_path):
     ckpt = torch.load(best, weights_only=True)
     assert {"model", "epoch", "step", "config", "arch", "probe", "provenance"} <= set(ckpt)
     assert ckpt["arch"]["network"] == "resnet18" and ckpt["arch"]["num_classes"] == 20
-    assert ckpt["arch"]["head"] == {"type": "bcos_mlp2", "kwargs": {"hidden": 16}, "num_features": 512}
+    assert ckpt["arch"]["head"] == {"type": "bcos_mlp2", "kwargs": {"hidden": 16}, "num_features": 512, "loss": "ce",
+                                    "off_value": 0.0}
     assert ckpt["arch"]["norm_eps"] == {}
     model = load_trained_model(best, cfg).model  # what the map and per-sample stages load
     cache = feature_cache(model, demo_voc / "val.txt", demo_voc / "cls_labels.json", demo_voc / "VOC2012",

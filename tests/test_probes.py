@@ -119,7 +119,8 @@ def test_arch_record_rebuilds_the_same_model():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eps = 1e-3
     arch = json.loads(json.dumps(describe_model(model, dict(network="resnet18", crop_size=64)).to_dict()))
-    assert arch["head"] == {"type": "bcos_mlp2", "kwargs": {"hidden": 8}, "num_features": 512}
+    assert arch["head"] == {"type": "bcos_mlp2", "kwargs": {"hidden": 8}, "num_features": 512, "loss": "bce",
+                            "off_value": 0.0}
     assert arch["norm_eps"] == {"*": 1e-3}
     rebuilt = build_from_spec(ModelSpec.from_dict(arch)).eval()
     rebuilt.load_state_dict(model.state_dict())

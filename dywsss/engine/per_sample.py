@@ -108,6 +108,19 @@ def check_maps_for(map_dir: Path, names: Sequence[str], weights_sha256: str | No
             "method": meta.get("method"), "weights_sha256": meta["weights_sha256"]}
 
 
+def probe_outputs(spec: ModelSpec | None, logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a probe model: (its probabilities, its own per-image loss) as it was trained (sigmoid and BCE with
+    its off-target value, or softmax and CE); None for other models (sigmoid, Eq. 7)."""
+    if spec is None or not spec.head or "loss" not in spec.head:
+        return None
+    from ..metrics.probe_losses import get_probe_loss, resolve_off_value
+
+    loss = get_probe_loss(spec.head["loss"])
+    x, y = torch.from_numpy(np.asarray(logits, np.float64)), torch.from_numpy(np.asarray(labels, np.float64))
+    off = resolve_off_value(spec.head.get("off_value"), spec.num_classes)
+    return loss.probs(x).numpy(), loss.per_image(x, y, off).numpy()
+
+
 def per_sample_problems(cfg: Config) -> list[str]:
     out = config_problems(cfg) + session_problems(cfg) + network_problems(cfg)
     try:
@@ -151,9 +164,13 @@ def compute_per_sample(cfg: Config, model: nn.Module | None = None) -> Path:
         logits, model_cols = compute_logits(net, names, labels, cfg, device, None if trained is None else trained.spec,
                                             model_metrics, map_dir)
         extra = {k: v for k, v in ev.columns().items() if k not in ("ji_reference", "ji_paper")} | model_cols
+        probe = probe_outputs(trained.spec if trained is not None else None, logits, labels)
+        if probe is not None:
+            extra["probe_loss"] = probe[1]
         table = per_sample_table(names, logits, labels, ev.ji_reference, ev.ji_paper, cfg.ji_definition,
-                                 float(cfg.pred_threshold), extra)
+                                 float(cfg.pred_threshold), extra, None if probe is None else probe[0])
         record = _record(cfg, trained, maps, list_file, names)
+        record["settings"]["outputs"] = "sigmoid" if probe is None else f"probe ({trained.spec.head['loss']})"
         record["settings"].update(map_metrics=metrics, pg_tolerance=float(cfg.get("pg_tolerance", 15.0)),
                                   insdel_steps=int(cfg.get("insdel_steps", 100)) if model_metrics else None)
         for path in (out, compat_csv_path(cfg)):

@@ -38,7 +38,7 @@ COLUMN_RANGES: dict[str, tuple[float, float]] = {
     # map metrics (dywsss.metrics.map_metrics; NaN where undefined) and their covariates
     "epg": _UNIT, "epg_box": _UNIT, "pg": _UNIT, "ap_mask": _UNIT, "gini": _UNIT, "insertion": _UNIT,
     "deletion": _UNIT, "insertion_norm": (0.0, np.inf), "deletion_norm": (0.0, np.inf), "fg_fraction": _UNIT,
-    "n_objects": (0.0, np.inf), "n_classes": (0.0, 20.0),
+    "n_objects": (0.0, np.inf), "n_classes": (0.0, 20.0), "probe_loss": (0.0, np.inf),
 }
 
 
@@ -85,10 +85,13 @@ def per_sample_table(
     ji_definition: str = "reference",
     pred_threshold: float = 0.5,
     extra: Mapping[str, np.ndarray] | None = None,
+    probs: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per image with loss (Eq. 7), ML-confidence (Eq. 2), entropy, label and
     predicted ids (``p > pred_threshold``), both JIs and ``miou`` = the chosen one; ``extra``
-    columns (map metrics, covariates) follow the JIs, then the class probabilities."""
+    columns (map metrics, covariates) follow the JIs, then the class probabilities. ``probs``
+    replaces the sigmoid of the logits where a model's outputs are read otherwise (softmax of a
+    CE-trained probe); the loss column stays Eq. 7 on the logits."""
     if ji_definition not in JI_DEFINITIONS:
         raise ValueError(f"ji_definition must be one of {JI_DEFINITIONS}, got {ji_definition!r}")
     x = check_logits(np.asarray(logits))
@@ -100,7 +103,9 @@ def per_sample_table(
     ji_pap = np.asarray(ji_paper, dtype=np.float64).reshape(-1)
     if not x.shape[0] == n == ji_ref.size == ji_pap.size:
         raise ValueError(f"lengths differ: {n} names, {x.shape[0]} logits, {ji_ref.size} / {ji_pap.size} JI values")
-    p = sigmoid(x)
+    p = sigmoid(x) if probs is None else np.asarray(probs, dtype=np.float64)
+    if p.shape != x.shape:
+        raise ValueError(f"probs {p.shape} do not match logits {x.shape}")
     table = {
         "name_image": list(names),
         "loss": per_sample_loss(x, y),

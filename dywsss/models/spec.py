@@ -110,7 +110,9 @@ def describe_model(model: nn.Module, cfg: Mapping[str, Any]) -> ModelSpec:
     head = None
     if callable(probe):  # a probe head on a frozen backbone (dywsss.models.probes)
         p = probe()
-        head = {"type": p["head"], "kwargs": dict(p["head_kwargs"]), "num_features": int(p["num_features"])}
+        head = {"type": p["head"], "kwargs": dict(p["head_kwargs"]), "num_features": int(p["num_features"]),
+                # how the outputs are read (sigmoid for BCE, softmax for CE probes) and the probe's own loss
+                "loss": str(cfg.get("probe_loss", "bce")), "off_value": cfg.get("probe_bce_off_value", 0.0)}
     return ModelSpec(network=network, num_classes=num_classes, model_kwargs=kwargs,
                      norm_eps=norm_eps_changes(_backbone(model), network, num_classes, kwargs),
                      head=head, input_size=int(cfg.get("crop_size", 224)),
