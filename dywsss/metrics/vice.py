@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -81,6 +82,11 @@ def bootstrap_ci(
     return float(lo), float(hi)
 
 
+def json_ready(result: Any) -> dict:
+    """A result dataclass as a JSON-ready dict; undefined (non-finite) values become ``None``."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(result).items()}
+
+
 @dataclass
 class VICEResult:
     vice: float
@@ -94,8 +100,7 @@ class VICEResult:
     seed: int
 
     def summary(self) -> dict:
-        """JSON-ready dict; undefined values become ``None``."""
-        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
+        return json_ready(self)
 
 
 def vice(loss: np.ndarray, ji: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> VICEResult:
@@ -155,7 +160,7 @@ class VICEComparison:
     seed: int
 
     def summary(self) -> dict:
-        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
+        return json_ready(self)
 
 
 def compare_vice(
@@ -258,7 +263,7 @@ class PartialVICE:
     seed: int
 
     def summary(self) -> dict:
-        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in asdict(self).items()}
+        return json_ready(self)
 
 
 def partial_vice(
