@@ -7,7 +7,6 @@ sits in an element with a ``data-key`` (and its stored value in
 """
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
 import io
@@ -26,11 +25,11 @@ from ..mapfile import load_maps
 from ..metrics.segmentation import maps_to_mask
 from ..provenance import short_hash
 from ..recipe import recipe_of
+from .images import png_data_uri
 from .map_metrics import map_quality_sections
 from .summary import FIGURES, PRODUCER, RunNotFinished, RunSummary, format_metric, load_run
 
 PathLike = str | os.PathLike
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 THUMB_SIDE = 200  # longest side of a gallery panel, pixels
 PER_SAMPLE_COLUMNS = ("name_image", "loss", "miou", "label", "prediction")
 
@@ -105,24 +104,6 @@ figcaption{font-size:90%;color:#5b6570}
 
 
 # ------------------------------------------------------------------ helpers
-def png_data_uri(data: bytes | PathLike | np.ndarray) -> str:
-    """A ``data:image/png;base64,...`` URI from PNG bytes, a PNG file or a uint8 RGB array."""
-    if isinstance(data, np.ndarray):
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(data)).save(buf, format="PNG", optimize=False)
-        raw = buf.getvalue()
-    elif isinstance(data, (bytes, bytearray)):
-        raw = bytes(data)
-    else:
-        path = Path(data)
-        if not path.is_file():
-            raise RunNotFinished(f"{path}: figure not found (written by {PRODUCER.get(path.name, 'a stage')})")
-        raw = path.read_bytes()
-        if not raw.startswith(PNG_MAGIC):
-            raise InputError(f"{path}: not a PNG file")
-    return "data:image/png;base64," + base64.b64encode(raw).decode("ascii")
-
-
 def _cfg_get(cfg: Any, dotted: str) -> Any:
     node = cfg
     for part in dotted.split("."):

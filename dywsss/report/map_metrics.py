@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from ..io import read_json_object
 from ..metrics.map_metrics import JI_COLUMNS
+from .images import png_data_uri
 
 PathLike = str | os.PathLike
 SECTION_IDS = ("map-metrics", "per-class-vice", "partial-vice", "gridpg", "sanity")
@@ -45,8 +46,6 @@ def _interval(lo: Any, hi: Any) -> str:
 
 
 def _figure(path: Path, caption: str, key: str) -> str:
-    from .html import png_data_uri  # late: html.py imports this module
-
     if not path.is_file():
         return ""
     return (f'<figure data-figure="{_esc(key)}"><img src="{png_data_uri(path)}" alt="{_esc(key)}">'
