@@ -6,20 +6,23 @@
 #                          train, maps, JI curve, per-sample loss, ECE_ML, VICE, report; then the table
 #   bash run.sh paper      the original's ResNet-50 and ViT-Small commands on voc12/VOC2012
 #   bash run.sh [demo|paper] --force [STAGE ...] | --dry-run    passed to scripts/run_stages.py
+#   bash run.sh probes     the probe study on the frozen demo backbone (EfficientNet-Lite0, docs/PROBES.md):
+#                          10 probes (linear, MLP-2/3, B-cos MLP-2/3 x BCE, CE), CAM / Grad-CAM / B-cos maps,
+#                          table and figures in work_dirs/demo_probes/ (options: scripts/probe_study.py --help)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 mode=demo
 case "${1:-}" in
-  demo|paper) mode=$1; shift ;;
+  demo|paper|probes) mode=$1; shift ;;
   -h|--help) mode=help ;;
   -*|"") ;;
   *) mode=$1 ;;
 esac
 case "$mode" in
-  demo|paper) ;;
-  help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "run.sh: unknown mode '$mode' (use: bash run.sh [demo|paper])" >&2; exit 2 ;;
+  demo|paper|probes) ;;
+  help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "run.sh: unknown mode '$mode' (use: bash run.sh [demo|paper|probes])" >&2; exit 2 ;;
 esac
 
 dry=0
@@ -40,6 +43,17 @@ PY=.venv/bin/python
 # progress bars: redraw at most every 30 s when the output is a log file rather than a terminal
 [ -t 2 ] || export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}
 start=$SECONDS
+
+if [ "$mode" = probes ]; then
+  # sized for 2 CPU cores: 10 probe epochs (the config says 30), 20 GridPG grids of 2x2 whose cells are
+  # images each probe predicts as exactly their class (p > 0.5; the paper's 0.95 leaves weak probes none)
+  DEMO_DATA=${DEMO_DATA:-"--out data/demo --train 480 --val 120 --seed 0 --min-side 160 --max-side 256"}
+  rc=0
+  "$PY" scripts/probe_study.py config/probe_demo.py --study demo_probes --demo-data "$DEMO_DATA" "$@" \
+    --options probe_epochs=10 gridpg_n_grids=20 gridpg_min_conf=0.5 || rc=$?
+  echo "[run.sh] probes study done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s (exit status $rc)"
+  exit $rc
+fi
 
 if [ "$mode" = demo ]; then
   DEMO_DATA=${DEMO_DATA:-"--out data/demo --train 480 --val 120 --seed 0 --min-side 160 --max-side 256"}

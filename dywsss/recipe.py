@@ -21,6 +21,8 @@ ORIGINAL: dict[str, Any] = {
     "val_drop_last": True,           # best.pth chosen on the first floor(N / batch) * batch val images
     "vit_map_protocol": "original",  # PIL resize to the input, relevance min-max at the input size
 }
+#: Keys of the network's own training, which a probe on a frozen backbone (``probe`` set) does not use.
+TRAINING_KEYS = ("lr_warmup", "finetune_bn", "amp", "val_drop_last")
 TRANSFORMER_MARKERS = ("vit", "deit", "beit", "swin", "eva", "cait", "xcit")
 
 
@@ -29,10 +31,10 @@ def is_transformer_name(network: str) -> bool:
 
 
 def applicable_keys(cfg: Mapping[str, Any]) -> list[str]:
-    keys = list(ORIGINAL)
+    keys = [k for k in ORIGINAL if not (cfg.get("probe") and k in TRAINING_KEYS)]
     if not is_transformer_name(cfg.get("network", "")):
         keys.remove("vit_map_protocol")
-    if not cfg.get("finetune", False):
+    if not cfg.get("finetune", False) and "finetune_bn" in keys:
         keys.remove("finetune_bn")
     return keys
 
@@ -43,9 +45,14 @@ def recipe_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def recipe_of(cfg: Mapping[str, Any]) -> str:
-    """``original`` or ``original except k=v, ...`` for the run's config."""
+    """``original`` or ``original except k=v, ...`` for the run's config; for a probe (``probe`` set)
+    ``probe <head> (<loss>, <probe recipe>, <epochs> epochs) on frozen <network>; maps: original ...``."""
     differ = [f"{k}={v}" for k, v in recipe_settings(cfg).items() if v != ORIGINAL[k]]
-    return "original" if not differ else "original except " + ", ".join(differ)
+    label = "original" if not differ else "original except " + ", ".join(differ)
+    if cfg.get("probe"):
+        return (f"probe {cfg.get('probe')} ({cfg.get('probe_loss', 'bce')}, {cfg.get('probe_recipe', 'adam')}, "
+                f"{cfg.get('probe_epochs', 50)} epochs) on frozen {cfg.get('network')}; maps: {label}")
+    return label
 
 
 def describe_recipe(cfg: Mapping[str, Any]) -> str:

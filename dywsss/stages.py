@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .errors import ConfigError
 from .io import write_json_atomic
@@ -164,6 +164,16 @@ def run_stages(
     return ran
 
 
+def without_stages(stages: Sequence[Stage], skip: Iterable[str]) -> list[Stage]:
+    """``stages`` less those named in ``skip`` (e.g. ``sanity``); an unknown name is a :class:`ConfigError`."""
+    skip = set(skip)
+    names = [s.name for s in stages]
+    unknown = skip - set(names)
+    if unknown:
+        raise ConfigError(f"--skip: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
+    return [s for s in stages if s.name not in skip]
+
+
 # ---------------------------------------------------------------- the study
 def config_files(path: PathLike) -> list[Path]:
     """A config file and, recursively, the files its ``_base_`` names (mmengine inheritance)."""
@@ -201,6 +211,11 @@ def _checkpoint_check(path: Path, epochs: int) -> Callable[[], str | None]:
     return check
 
 
+def training_epochs(cfg: Any) -> int:
+    """Epochs a finished training stage holds: ``probe_epochs`` for a probe (``probe`` set), else ``max_epoches``."""
+    return int(cfg.get("probe_epochs", 50)) if cfg.get("probe") else int(cfg.max_epoches)
+
+
 def _script(rel: str) -> str:
     """A repository script, relative to the working directory when that is shorter."""
     path = REPO / rel
@@ -233,7 +248,7 @@ def study_stages(
     weights: str | None = None, demo_args: Sequence[str] | None = None, python: str = sys.executable,
 ) -> StudyPlan:
     """The VICE study of one config as stages (docs/DESIGN.md): demo data (when ``demo_args`` is
-    given), train, maps, JI curve, the centred-blob baseline's maps and JI curve, per-sample
+    given), train (the probe ``probe`` on the frozen backbone when that key is set), maps, JI curve, the centred-blob baseline's maps and JI curve, per-sample
     loss and map metrics, ECE_ML, VICE (of JI and of every map metric), GridPG, sanity checks, report.
 
     ``options`` are ``key=value`` overrides passed to every config-driven stage.
@@ -279,7 +294,7 @@ def study_stages(
         Stage("train", (python, driver, str(config), "--options", "train_multi_scale=True", *opts),
               inputs=cfg_inputs + data_inputs,
               outputs=[paths.model_dir / "best.pth", paths.model_dir / "last.pth"],
-              check=_checkpoint_check(paths.model_dir / "last.pth", int(cfg.max_epoches)),
+              check=_checkpoint_check(paths.model_dir / "last.pth", training_epochs(cfg)),
               resume_args=("resume=True",), fresh_args=("overwrite=True",)),
         Stage("maps", (python, driver, str(config), "--options", "gen_mask_for_multi_crop=True", *opts,
                        f"weights={wts}", f"infer_list={lst_value}"),

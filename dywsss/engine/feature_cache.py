@@ -17,16 +17,19 @@ A cache whose key differs from the requested one is never read: it is rebuilt, w
 message naming what changed. Building writes ``features.partial.npy`` and, per process,
 ``done.<rank>.npy`` (the finished row indices, written after the rows are flushed), so an
 interrupted build resumes where it stopped; the finished file is renamed into place and
-the manifest written last. Under torchrun, rank r computes rows r, r + world_size, ...
+the manifest written last. One process builds a cache at a time (a lock file
+``.<cache folder>.lock`` beside it): a second process asking for it waits and then opens it. Under torchrun, rank r computes rows r, r + world_size, ...
 of the list (those not done yet); rank 0 finalises after a barrier. Features are
 computed in float32 (no autocast) and rounded once to float16.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,13 +310,49 @@ def feature_cache(
     found = _open(root, key, names, labels)
     if found is not None:
         return found
+    build = _Build(root, key, names, (), rank, world)
+    if dist.is_dist():  # the ranks of one job build together (barriers); no lock between them
+        return _build(model, build, labels, label_dict, voc12_root, input_size, img_dir, batch_size, num_workers,
+                      device, progress, log, dict(info=info or {}, list_file=str(list_file),
+                                                  label_file=str(label_file), world_size=world))
+    with _build_lock(root, log):
+        found = _open(root, key, names, labels)  # another process may have built it while this one waited
+        if found is not None:
+            return found
+        return _build(model, build, labels, label_dict, voc12_root, input_size, img_dir, batch_size, num_workers,
+                      device, progress, log, dict(info=info or {}, list_file=str(list_file),
+                                                  label_file=str(label_file), world_size=world))
 
+
+@contextlib.contextmanager
+def _build_lock(root: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """Exclusive lock on ``.<root name>.lock`` beside ``root`` while one process builds the cache; another
+    process asking for the same cache (two probes of one backbone started together) waits for it, then
+    opens what it built. Released when the process ends, however it ends."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root.parent / f".{root.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"[features] {root}: another process is building this cache; waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _build(model: nn.Module, b: _Build, labels: np.ndarray, label_dict: dict, voc12_root: PathLike, input_size: int,
+           img_dir: str, batch_size: int, num_workers: int, device: torch.device, progress: bool,
+           log: Callable[[str], None], extra: dict[str, Any]) -> FeatureCache | None:
+    """Compute (or finish) this rank's rows of the cache ``b`` and, on rank 0, finalise it."""
     t0 = time.perf_counter()
+    root, key, names, rank, world = b.root, b.key, b.names, b.rank, b.world
     model.eval()
     dataset = VOCClassification(names, voc12_root, label_dict, val_transform(int(input_size)),
                                 img_dir=img_dir)
-    shape = _feature_shape(model, dataset, device)
-    b = _Build(root, key, names, shape, rank, world)
+    b.shape = _feature_shape(model, dataset, device)
     if rank == 0 or not dist.is_dist():
         reason = _stale_reason(root, key, names)
         if reason:
@@ -334,8 +373,7 @@ def feature_cache(
         if len(b.done_all()) < len(names) and not dist.is_dist():
             log(f"[features] {root}: shard {rank}/{world} done; waiting for the other shards")
             return None
-        _finalise(b, time.perf_counter() - t0, dict(info=info or {}, list_file=str(list_file),
-                                                    label_file=str(label_file), world_size=world))
+        _finalise(b, time.perf_counter() - t0, extra)
     dist.barrier()
     opened = _open(root, key, names, labels)
     if opened is None:

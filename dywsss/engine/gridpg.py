@@ -26,7 +26,7 @@ from __future__ import annotations
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import data_path, session_paths
+from ..metrics.probe_losses import output_kind, output_probs
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..data.voc import CLASS_NAMES, image_path, label_matrix, load_cls_labels, load_image, read_image_list
 from ..errors import ConfigError, InputError
@@ -179,12 +180,14 @@ def raw_grid_maps(explainer: Any, grids: torch.Tensor, classes: Sequence[Sequenc
 
 
 @torch.no_grad()
-def input_probs(model: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device, batch_size: int = 32
-                ) -> np.ndarray:
-    """Sigmoid probabilities [N, C] of the network inputs."""
+def input_probs(model: nn.Module, inputs: Sequence[torch.Tensor], device: torch.device, batch_size: int = 32,
+                head: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Class probabilities [N, C] of the network inputs: sigmoid, or as a probe was trained (``head``: the
+    ``ModelSpec.head`` record; softmax for a CE probe, whose logits are shift-invariant)."""
     out = []
     for i in range(0, len(inputs), batch_size):
-        out.append(torch.sigmoid(model(torch.stack(inputs[i:i + batch_size]).to(device)).float()).cpu())
+        logits = model(torch.stack(inputs[i:i + batch_size]).to(device)).float()
+        out.append(output_probs(logits, head).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 20), np.float32)
 
 
@@ -245,7 +248,8 @@ def run_gridpg(cfg: Config, model: nn.Module | None = None, settings: GridPGSett
     image_files = [image_path(cfg.voc12_root, names[i], cfg.img_dir) for i in single]
     inputs = [tf(load_image(p)) for p in tqdm(image_files, desc="GridPG candidates", disable=not progress,
                                                leave=False)]
-    probs = input_probs(model, inputs, device)
+    head = trained.spec.head if trained is not None else None
+    probs = input_probs(model, inputs, device, head=head)
     found = confident_images(probs, labels[single], float(s.min_conf), float(cfg.pred_threshold),
                              int(s.max_per_class), rng)
     candidates = {c: [int(single[i]) for i in rows] for c, rows in found.items()}
@@ -274,6 +278,7 @@ def run_gridpg(cfg: Config, model: nn.Module | None = None, settings: GridPGSett
     with atomic_path(out_dir / "gridpg.csv") as tmp:
         table.to_csv(tmp, index=False)
     summary = gridpg_summary(table, s, cfg, explainer, candidates, weights_path, list_file, image_files)
+    summary["settings"]["outputs"] = output_kind(head)
     json_path = write_json_atomic(out_dir / "gridpg.json", summary)
     return GridPGResult(json_path, out_dir / "gridpg.csv", summary, examples)
 

@@ -44,6 +44,7 @@ from ..data.voc import NUM_CLASSES, check_inputs, image_path, image_size, label_
 from ..errors import ConfigError, MissingInputError, StaleError
 from ..explain import EXPLAINERS
 from ..io import check_writable, write_json_atomic
+from ..metrics.probe_losses import output_probs
 from ..mapfile import META_FILE, UNSTAMPED, load_maps, meta_stamp, read_maps_meta, read_stamp, save_maps
 from ..models.spec import ModelSpec, TrainedModel, load_session_model
 from ..provenance import file_record, library_versions, short_hash
@@ -435,11 +436,12 @@ def _wait(futures: list[Future]) -> list[Future]:
 
 def predict_probs(model: nn.Module, images: Sequence[np.ndarray], cfg: Config, device: torch.device,
                   spec: ModelSpec | None = None) -> np.ndarray:
-    """Class probabilities [B, 20] on the per-sample stage's input (``cfg.loss_input``)."""
+    """Class probabilities [B, 20] on the per-sample stage's input (``cfg.loss_input``): sigmoid, or as a
+    probe was trained (softmax for a CE probe; :func:`dywsss.metrics.probe_losses.output_probs`)."""
     tf = prediction_transform(cfg.loss_input, int(cfg.crop_size), *_norm(spec))
     with torch.no_grad():
         logits = model(torch.stack([tf(im) for im in images]).to(device))
-    return torch.sigmoid(logits.float()).cpu().numpy()
+    return output_probs(logits.float(), spec.head if spec is not None else None).cpu().numpy()
 
 
 # ------------------------------------------------------------ baseline

@@ -51,8 +51,10 @@ from ..models.builder import build_model_from_cfg
 from ..models.checkpoint import (
     capture_rng_state, link_checkpoint, load_checkpoint, model_state, restore_rng_state, save_checkpoint,
 )
+from ..models.lite import LITE_VALUES
 from ..models.probes import ProbeModel, build_probe_model, head_kwarg_names
 from ..models.spec import describe_model
+from ..schema import config_problems, file_key_problems, network_problems, raise_problems, session_problems
 from ..session import StageLock, prepare_training_session, save_run_config
 from ..provenance import sha256_file
 from ..registry import Registry
@@ -186,6 +188,21 @@ def probe_settings(cfg: Mapping[str, Any]) -> ProbeSettings:
         augment=_flag(cfg, "probe_augment", False), cache=_flag(cfg, "probe_cache", True),
         cache_root=str(cfg.get("probe_cache_dir") or ""),
     )
+
+
+def probe_train_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Everything wrong with the config for training a probe, as one list (reported at once, before any work):
+    the schema, session, network and file keys as for training, then the probe keys (:func:`probe_settings`)."""
+    out = config_problems(cfg)
+    if out:
+        return out
+    out = session_problems(cfg) + network_problems(cfg)
+    out += file_key_problems(cfg, ("pretrain", "pretrained", "resume"), keep=LITE_VALUES)
+    try:
+        probe_settings(cfg)
+    except ConfigError as exc:
+        out.append(str(exc))
+    return out
 
 
 # ------------------------------------------------------------ feature sources
@@ -424,6 +441,7 @@ def _source(cfg: Config, model: ProbeModel, list_file: Path, label_file: Path, d
 
 def train_probe(cfg: Config) -> Path:
     """Train the probe ``cfg.probe`` on the frozen ``cfg.network``; returns the path of ``model/best.pth``."""
+    raise_problems(probe_train_problems(cfg))
     settings = probe_settings(cfg)
     paths = session_paths(cfg)
     files = _data_files(cfg)

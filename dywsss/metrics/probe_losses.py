@@ -14,8 +14,9 @@ probe is evaluated with (sigmoid for BCE, softmax for CE).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,20 @@ def get_probe_loss(name: str) -> ProbeLoss:
         return PROBE_LOSSES.get(name)
     except KeyError as exc:
         raise ConfigError(f"probe_loss={name!r}: {exc}") from None
+
+
+def output_probs(logits: torch.Tensor, head: Mapping[str, Any] | None = None) -> torch.Tensor:
+    """Class probabilities of a model's logits as it was trained: the probe loss's (softmax for a CE
+    probe) when ``head`` (``ModelSpec.head``, the checkpoint's ``arch`` record) names a loss, else
+    sigmoid (Eq. 7; every other model of the toolkit)."""
+    if head and head.get("loss"):
+        return get_probe_loss(str(head["loss"])).probs(logits)
+    return torch.sigmoid(logits)
+
+
+def output_kind(head: Mapping[str, Any] | None = None) -> str:
+    """What :func:`output_probs` applies, for records: ``sigmoid`` or ``probe (<loss>)``."""
+    return f"probe ({head['loss']})" if head and head.get("loss") else "sigmoid"
 
 
 def resolve_off_value(value: float | str | None, num_classes: int) -> float:
