@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import IO, Any, Callable, Iterable, Mapping, Sequence
 
 from .errors import ConfigError
 from .io import write_json_atomic
@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 VICE_OUTPUTS = ("vice.json", "vice_bins.png", "loss_vs_ji.png", "vice_metrics.json", "loss_vs_metrics.png")
 GRIDPG_OUTPUTS = ("gridpg.json", "gridpg.csv", "gridpg.png")
 SANITY_OUTPUTS = ("sanity.json", "sanity_cascade.png", "sanity_metrics.png")
+COMPARE_OUTPUTS = ("compare_methods.json", "compare_methods.png")
 
 
 class StageError(RuntimeError):
@@ -120,12 +121,15 @@ def _read_stamps(path: Path) -> dict:
 
 def run_stages(
     stages: Sequence[Stage], stamp_file: PathLike, force: Iterable[str] | bool = (), dry_run: bool = False,
-    log: Callable[[str], None] = print, cwd: PathLike | None = None,
+    log: Callable[[str], None] = print, cwd: PathLike | None = None, stdout: IO[str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Run the stages in order, skipping the up-to-date ones; returns the names of those run.
 
     ``force``: True for all stages or the names of stages to redo. Each
-    successful stage's command is recorded in ``stamp_file`` (JSON).
+    successful stage's command is recorded in ``stamp_file`` (JSON). ``stdout``: a file
+    that receives the commands' output (stdout and stderr; default: this process's);
+    ``env``: their environment (default: this process's).
     """
     names = [s.name for s in stages]
     forced = set(names) if force is True else set(force or ())
@@ -146,7 +150,8 @@ def run_stages(
         if dry_run:
             continue
         t0 = time.perf_counter()
-        rc = subprocess.run(cmd, cwd=cwd).returncode
+        rc = subprocess.run(cmd, cwd=cwd, stdout=stdout, stderr=None if stdout is None else subprocess.STDOUT,
+                            env=None if env is None else dict(env)).returncode
         if rc != 0:
             raise StageError(f"stage {stage.name} failed (exit status {rc}): {shlex.join(cmd)}", rc)
         missing = [p for p in stage.output_paths() if not p.exists()]
@@ -329,7 +334,9 @@ def study_stages(
                          "--weights", Path(wts).stem, *(("--tag", tag) if tag else ())),
               inputs=[paths.config_file, csv, *(eval_dir / f for f in (
                   "ji_curve.json", "ji_curve_blob.json", "ece.json", "reliability.png", "map_metrics.json",
-                  *VICE_OUTPUTS, *GRIDPG_OUTPUTS, *SANITY_OUTPUTS))],
+                  *VICE_OUTPUTS, *GRIDPG_OUTPUTS, *SANITY_OUTPUTS)),
+                  # scripts/compare_methods.py's table and figure: a section of the report
+                  *(paths.root / f for f in COMPARE_OUTPUTS)],
               outputs=[report]),
     ]
     stamps = paths.log_dir / (f"stages_{tag}.json" if tag else "stages.json")

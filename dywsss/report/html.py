@@ -25,6 +25,7 @@ from ..mapfile import load_maps
 from ..metrics.segmentation import maps_to_mask
 from ..provenance import short_hash
 from ..recipe import recipe_of
+from .compare import comparison_problems, display_frame, read_comparison, stale_message
 from .images import png_data_uri
 from .map_metrics import map_quality_sections
 from .summary import FIGURES, PRODUCER, RunNotFinished, RunSummary, format_metric, load_run
@@ -363,6 +364,8 @@ def build_report(run: RunSummary, k: int = 4, galleries: bool = True) -> str:
     session = run.cfg.get("session_name") or run.paths.root.name
     model = run.cfg.get("fignote") or run.cfg.get("network")
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    compared = methods_compared_html(run)
+    compared_link = '<a href="#methods-compared">methods compared</a>' if compared else ""
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         f"<title>VICE report: {_esc(session)}</title><style>{CSS}</style></head><body>",
@@ -373,11 +376,12 @@ def build_report(run: RunSummary, k: int = 4, galleries: bool = True) -> str:
         '<nav><a href="#metrics">metrics</a><a href="#how-to-read">how to read</a><a href="#figures">figures</a>'
         '<a href="#low_loss_poor_map">low loss, poor maps</a><a href="#high_loss_good_map">high loss, good maps</a>'
         '<a href="#map-metrics">map metrics</a><a href="#gridpg">GridPG</a><a href="#sanity">sanity checks</a>'
-        '<a href="#settings">settings</a></nav>',
+        f'{compared_link}<a href="#settings">settings</a></nav>',
         _metrics_html(run),
         f'<section id="how-to-read"><h2>How to read VICE and ECE<sub>ML</sub></h2>{HOW_TO_READ}</section>',
         _figures_html(run),
         map_quality_sections(run.eval_dir),
+        compared,
     ]
     if galleries:
         chosen = select_gallery(read_per_sample(run.per_sample_csv), k)
@@ -388,6 +392,46 @@ def build_report(run: RunSummary, k: int = 4, galleries: bool = True) -> str:
                                    chosen["high_loss_good_map"], thresh))
     parts += [_settings_html(run), _provenance_html(run), _files_html(run), "</body></html>"]
     return "\n".join(parts)
+
+
+def methods_compared_html(run: RunSummary) -> str:
+    """The "Methods compared" section from the session's ``compare_methods.json`` (scripts/compare_methods.py):
+    the table and figure, or a notice naming what changed since when it no longer describes the session;
+    "" when the session has no comparison."""
+    root = run.paths.root
+    record = read_comparison(root)
+    if record is None:
+        return ""
+    head = '<section id="methods-compared"><h2>Methods compared</h2>'
+    problems = comparison_problems(root, record, run.provenance.get("weights_sha256"))
+    if problems:
+        return f'{head}<p class="empty" data-key="compare_stale">{_esc(stale_message(root, problems))}</p></section>'
+    frame = pd.DataFrame(record["table"])
+    metrics = record["metrics"]
+    display = display_frame(frame, metrics)
+    keys = ["method", *(("best_miou" if m == "miou" else m) for m in metrics), *(f"vice_{m}" for m in metrics), "n"]
+    head_row = "".join(f"<th>{_esc(c)}</th>" for c in display.columns)
+    body = []
+    for i, row in enumerate(display.itertuples(index=False)):
+        method = frame["method"].iloc[i]
+        cells = [f"<th>{_esc(method)}</th>"] + [
+            f'<td class="num" data-key="{_esc(method)}.{k}" data-value="{_esc(frame[k].iloc[i])}">{_esc(v)}</td>'
+            for k, v in zip(keys[1:], row[1:])]
+        body.append(f'<tr data-method="{_esc(method)}">{"".join(cells)}</tr>')
+    settings = {m: (p.get("metric_settings") or {}).get("insdel_steps") for m, p in record["methods"].items()}
+    steps = sorted({str(v) for v in settings.values()})
+    fig = root / "compare_methods.png"
+    figure = (f'<div class="figs"><figure data-figure="compare_methods.png"><img src="{png_data_uri(fig)}" '
+              'alt="methods compared"><figcaption>Left: each metric\'s dataset value per method. Right: VICE of each '
+              "metric with its bootstrap 95% interval.</figcaption></figure></div>") if fig.is_file() else ""
+    return (
+        f"{head}<p>The same trained network (weights sha256 <code>{_esc(short_hash(record.get('weights_sha256')))}"
+        f"</code>), one row per attribution method (<code>scripts/compare_methods.py</code>). best mIoU: the JI "
+        "curve's best dataset mIoU; EPG, PG, insertion, deletion: dataset means of the map metrics (deletion: lower "
+        f"is better; insertion/deletion with {_esc(', '.join(steps))} steps); VICE [95% CI] of each metric "
+        "(deletion negated, so higher VICE is better throughout).</p>"
+        f'<table><tr>{head_row}</tr>{"".join(body)}</table>{figure}</section>'
+    )
 
 
 def _provenance_html(run: RunSummary) -> str:
