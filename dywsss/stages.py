@@ -164,6 +164,16 @@ def run_stages(
     return ran
 
 
+def without_stages(stages: Sequence[Stage], skip: Iterable[str]) -> list[Stage]:
+    """``stages`` less those named in ``skip`` (e.g. ``sanity``); an unknown name is a :class:`ConfigError`."""
+    skip = set(skip)
+    names = [s.name for s in stages]
+    unknown = skip - set(names)
+    if unknown:
+        raise ConfigError(f"--skip: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(names)}")
+    return [s for s in stages if s.name not in skip]
+
+
 # ---------------------------------------------------------------- the study
 def config_files(path: PathLike) -> list[Path]:
     """A config file and, recursively, the files its ``_base_`` names (mmengine inheritance)."""

@@ -3,7 +3,7 @@
 
     python scripts/run_stages.py config/demo.py [--session S] [--options key=value ...]
         [--list val.txt] [--weights best.pth] [--demo-data "--out data/demo --train 480 ..."]
-        [--force [STAGE ...]] [--dry-run]
+        [--force [STAGE ...]] [--skip STAGE ...] [--dry-run]
 
 Stages: data (only with --demo-data), train, maps, ji_curve, blob_maps, blob_curve, per_sample, ece, vice,
 gridpg, sanity, report.
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dywsss.cli import run_main  # noqa: E402
 from dywsss.errors import ConfigError  # noqa: E402
-from dywsss.stages import StageError, run_stages, study_stages  # noqa: E402
+from dywsss.stages import StageError, run_stages, study_stages, without_stages  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--demo-data", default=None, metavar="ARGS",
                    help="generate the demo set first when absent: arguments of scripts/make_demo_voc.py")
     p.add_argument("--force", nargs="*", default=None, metavar="STAGE", help="redo these stages (all if none named)")
+    p.add_argument("--skip", nargs="+", default=[], metavar="STAGE",
+                   help="leave these stages out (e.g. sanity); later stages read what is there")
     p.add_argument("--dry-run", action="store_true", help="print what would run")
     args = p.parse_args(argv)
     bad = [o for o in args.options if "=" not in o]
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[{plan.root.name}] recipe: {plan.recipe}")
     t0 = time.perf_counter()
     try:
-        ran = run_stages(plan.stages, plan.stamp_file, force=force, dry_run=args.dry_run)
+        ran = run_stages(without_stages(plan.stages, args.skip), plan.stamp_file, force=force, dry_run=args.dry_run)
     except StageError as exc:  # the stage printed its own error above
         print(f"run_stages: {exc}", file=sys.stderr)
         return exc.returncode
