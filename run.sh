@@ -5,25 +5,41 @@
 #                          weights, config/demo.py) and ViT-Tiny from scratch (config/demo_vit.py):
 #                          train, maps, JI curve, per-sample loss, ECE_ML, VICE, report; then the table
 #   bash run.sh paper      the original's ResNet-50 and ViT-Small commands on voc12/VOC2012
-#   bash run.sh [demo|paper] --force [STAGE ...] | --dry-run    passed to scripts/run_stages.py
+#   bash run.sh study      the demo study across 6 models (config/studies/demo_study.py, docs/STUDIES.md):
+#                          consensus, OOD, the cross-model report in work_dirs/demo_study/report.html
 #   bash run.sh probes     the probe study on the frozen demo backbone (EfficientNet-Lite0, docs/PROBES.md):
 #                          10 probes (linear, MLP-2/3, B-cos MLP-2/3 x BCE, CE), CAM / Grad-CAM / B-cos maps,
 #                          table and figures in work_dirs/demo_probes/ (options: scripts/probe_study.py --help)
+#   bash run.sh [demo|paper] --force [STAGE ...] | --dry-run    passed to scripts/run_stages.py
+#   bash run.sh study [--dry-run | --force | --jobs N | ...]     passed to scripts/run_study.py
 set -euo pipefail
 cd "$(dirname "$0")"
 
 mode=demo
 case "${1:-}" in
-  demo|paper|probes) mode=$1; shift ;;
+  demo|paper|probes|study) mode=$1; shift ;;
   -h|--help) mode=help ;;
   -*|"") ;;
   *) mode=$1 ;;
 esac
 case "$mode" in
-  demo|paper|probes) ;;
-  help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-  *) echo "run.sh: unknown mode '$mode' (use: bash run.sh [demo|paper|probes])" >&2; exit 2 ;;
+  demo|paper|probes|study) ;;
+  help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  *) echo "run.sh: unknown mode '$mode' (use: bash run.sh [demo|paper|probes|study])" >&2; exit 2 ;;
 esac
+
+if [ "$mode" = study ]; then
+  bash scripts/setup.sh
+  [ -t 2 ] || export TQDM_MININTERVAL=${TQDM_MININTERVAL:-30}
+  start=$SECONDS
+  rc=0
+  .venv/bin/python scripts/run_study.py config/studies/demo_study.py "$@" || rc=$?
+  case " $* " in *" --dry-run "*) exit $rc ;; esac
+  echo "[run.sh] study finished in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s (exit status $rc)"
+  echo "  report: work_dirs/demo_study/report.html"
+  echo "  tables: work_dirs/demo_study/tables/, models.csv, correlations.csv, cross_model.json"
+  exit $rc
+fi
 
 dry=0
 case " $* " in *" --dry-run "*) dry=1 ;; esac

@@ -160,34 +160,59 @@ methods = dict(cam=dict(cnn="cam", vit="transformer_attribution"), gradcam=dict(
 """
 
 
+def _skipped(cmd) -> list[str]:
+    cmd = list(cmd)
+    return cmd[cmd.index("--skip") + 1:cmd.index("--options")] if "--skip" in cmd else []
+
+
 def test_study_expands_into_cells_with_the_stage_runner_commands(tmp_path):
     ood = (f"ood = dict(source=dict(list='data/demo/val.txt', voc12_root='data/demo/VOC2012', "
            f"cls_label='data/demo/cls_labels.json'), corruptions=['contrast'], severities=[2])\n"
-           "data = dict(demo_args='--out data/demo --train 8 --val 4')\n")
+           "data = dict(demo_args='--out data/demo --train 8 --val 4')\n"
+           "skip_stages = ['gridpg', 'sanity']\n")
     spec = load_study(write_study(tmp_path, MODELS + ood))
     assert [m.family for m in spec.models] == ["cnn", "vit"]
     cells = {c.name: c for c in expand(spec)}
     assert list(cells) == ["data", "ood_data_contrast_s2", "r18_cam", "r18_gradcam", "vit_cam", "vit_gradcam",
                            "r18_ood", "vit_ood"]
+    runs = tmp_path / "work" / "runs"
     train = cells["r18_cam"]
-    assert train.depends == ("data",) and not train.links
+    assert train.depends == ("data",) and not train.links and not train.derive
     cmd = list(train.command)
     assert cmd[1].endswith("scripts/run_stages.py") and cmd[2].endswith("config/demo.py")
-    assert cmd[cmd.index("--session") + 1] == "r18_cam"
+    assert cmd[cmd.index("--session") + 1] == "r18"  # one session per model
+    assert _skipped(cmd) == ["gridpg", "sanity"]  # the own method's cell trains
     opts = cmd[cmd.index("--options") + 1:]
     assert {"network=resnet18", "pretrained=False", "max_epoches=1", "cam_method=cam",
-            f"work_dir_root={tmp_path / 'work' / 'runs'}"} <= set(opts)
-    derived = cells["vit_gradcam"]
-    assert derived.depends == ("vit_cam",)
-    assert derived.links == ((tmp_path / "work/runs/vit_gradcam/model", tmp_path / "work/runs/vit_cam/model"),)
-    assert "cam_method=vit_gradcam" in derived.derive[0][2] and "session_name=vit_gradcam" in derived.derive[0][2]
-    assert derived.outputs[0] == tmp_path / "work/runs/vit_gradcam/report.html"
+            f"work_dir_root={runs}"} <= set(opts)
+    assert not any(o.startswith("map_tag=") for o in opts)
+    assert train.outputs[0] == runs / "r18" / "report.html"
+    tagged = cells["vit_gradcam"]
+    assert tagged.depends == ("vit_cam",) and not tagged.links and not tagged.derive
+    cmd = list(tagged.command)
+    assert cmd[cmd.index("--session") + 1] == "vit"
+    assert _skipped(cmd) == ["gridpg", "sanity", "train"]
+    assert {"cam_method=vit_gradcam", "map_tag=gradcam", "max_epoches=2"} <= set(cmd[cmd.index("--options") + 1:])
+    assert tagged.outputs == (runs / "vit/report_gradcam.html", runs / "vit/eval/val_best_gradcam/per_sample.csv",
+                              runs / "vit/eval/val_best_gradcam/ji_curve.json",
+                              runs / "vit/eval/val_best_gradcam/ece.json", runs / "vit/eval/val_best_gradcam/vice.json")
     ood_cell = cells["r18_ood"]
     assert ood_cell.depends == ("r18_cam", "ood_data_contrast_s2")
     assert ood_cell.command[1].endswith("scripts/run_eval_stages.py")
-    assert ood_cell.outputs == (tmp_path / "work/runs/r18_cam/eval/val_contrast_s2_best/ece.json",)
+    assert ood_cell.command[ood_cell.command.index("--session") + 1] == "r18"
+    assert "cam_method=cam" in ood_cell.command and not any(o.startswith("map_tag=") for o in ood_cell.command)
+    assert ood_cell.outputs == (runs / "r18/eval/val_contrast_s2_best/ece.json",)
     ood_data = cells["ood_data_contrast_s2"].command
     assert ood_data[ood_data.index("--severity") + 1] == "2"
+
+
+def test_study_options_apply_to_every_model_and_the_models_own_win(tmp_path):
+    spec = load_study(write_study(tmp_path, MODELS + "options = dict(batch_size=4, max_epoches=3)\n"))
+    r18, vit = spec.models
+    assert "batch_size=4" in r18.options and "batch_size=4" in vit.options
+    assert "max_epoches=1" in r18.options and "max_epoches=3" not in r18.options  # the model's own wins
+    assert "max_epoches=2" in vit.options and "max_epoches=3" not in vit.options
+    assert r18.options.index("batch_size=4") < r18.options.index("network=resnet18")
 
 
 def test_dry_run_lists_cells_without_running(tmp_path, capsys):
@@ -202,6 +227,13 @@ def test_dry_run_lists_cells_without_running(tmp_path, capsys):
     (MODELS.replace("max_epoches=1", "no_such_key=1"), "model 'r18'.*no_such_key"),
     (MODELS.replace('"vit"', '"r18"'), "names repeat"),
     (MODELS.replace('"max_epoches=2"', '"cam_method=cam"'), "set by the study runner"),
+    (MODELS.replace('"max_epoches=2"', '"map_tag=x"'), "map_tag is set by the study runner"),
+    (MODELS.replace('"resnet18"', '"resnet_18"'), "model 'r18'.*not a timm model"),
+    (MODELS.replace('vit="vit_gradcam"', 'vit="vit_gradcm"'), "methods.gradcam: 'vit_gradcm' is not an attribution"),
+    (MODELS.replace('max_epoches=1', 'max_epoches=-1'), "model 'r18'.*max_epoches=-1"),
+    (MODELS + "skip_stages = ['train']\n", r"skip_stages \['train'\]"),
+    (MODELS + "consensus = dict(source='signed')\n", "consensus.source='signed'"),
+    (MODELS + "options = dict(nope=1)\n", "model 'r18'.*nope"),
     (MODELS + "methods = ['cam', 'gradcam']\nconsensus = dict(rule='median')\n", "consensus.rule='median'"),
     (MODELS + "ood = dict(corruptions=['fog'], severities=[1])\n", "'fog' unknown"),
     (MODELS + "ood = dict(corruptions=['contrast'], severities=[9], source=dict(list='a', voc12_root='b', "
@@ -243,17 +275,38 @@ def test_run_study_script_reports_a_bad_config_in_one_line(tmp_path, capsys):
 def test_an_existing_run_joins_without_training(tmp_path):
     old = tmp_path / "old_run"
     (old / "model").mkdir(parents=True)
-    (old / "config.py").write_text("network = 'resnet18'\npretrained = False\nsession_name = 'old_run'\n"
+    # a run's saved config.py is the merged config: every key of _base_.py is there
+    (old / "config.py").write_text(f"_base_ = [{str(ROOT / 'config' / '_base_.py')!r}]\n"
+                                   "network = 'resnet18'\npretrained = False\nsession_name = 'old_run'\n"
                                    "eval_list = 'val.txt'\ninfer_list = 'val.txt'\nweights = 'best.pth'\n"
                                    "list_root = 'voc12'\ncam_method = 'cam'\n")
     spec = load_study(write_study(tmp_path, f"models = [dict(name='old', session={str(old)!r})]\n"
                                              "methods = ['cam', 'gradcam']\n"))
     cells = {c.name: c for c in expand(spec)}
     assert list(cells) == ["old_cam", "old_gradcam"]
-    for name, c in cells.items():
-        assert c.meta["trains"] == "no" and c.command[2] == str(old / "config.py")
-        assert c.links == ((tmp_path / "work/runs" / name / "model", old / "model"),)
-        assert c.derive[0][0] == old / "config.py"
-    assert cells["old_cam"].depends == () and cells["old_gradcam"].depends == ()
+    runs = tmp_path / "work/runs"
+    for c in cells.values():
+        assert c.meta["trains"] == "no" and c.command[2] == str(old / "config.py") and "train" in _skipped(c.command)
+        assert c.command[c.command.index("--session") + 1] == "old"
+    own = cells["old_cam"]
+    assert own.depends == () and own.links == ((runs / "old" / "model", old / "model"),)
+    assert own.derive[0][:2] == (old / "config.py", runs / "old" / "config.py")
+    assert "session_name=old" in own.derive[0][2] and "cam_method=cam" in own.derive[0][2]
+    assert cells["old_gradcam"].depends == ("old_cam",) and not cells["old_gradcam"].links
     with pytest.raises(Exception, match="not a finished run"):
         load_study(write_study(tmp_path, f"models = [dict(name='x', session={str(tmp_path / 'nothing')!r})]\n"))
+
+
+def test_a_probe_model_trains_in_its_own_cell_first(tmp_path):
+    body = MODELS.replace('max_epoches=1)', 'max_epoches=1, probe="linear")')
+    spec = load_study(write_study(tmp_path, body))
+    assert [m.probe for m in spec.models] == ["linear", ""]
+    cells = {c.name: c for c in expand(spec)}
+    assert list(cells) == ["r18_probe", "r18_cam", "r18_gradcam", "vit_cam", "vit_gradcam"]
+    probe = cells["r18_probe"]
+    assert probe.command[1].endswith("scripts/train_probe.py")
+    assert {"probe=linear", "session_name=r18", "resume=True", f"work_dir_root={tmp_path / 'work/runs'}"} <= set(
+        probe.command)
+    assert probe.outputs == (tmp_path / "work/runs/r18/model/best.pth", tmp_path / "work/runs/r18/model/last.pth")
+    assert cells["r18_cam"].depends == ("r18_probe",) and "train" in _skipped(cells["r18_cam"].command)
+    assert "train" not in _skipped(cells["vit_cam"].command)

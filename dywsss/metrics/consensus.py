@@ -30,6 +30,14 @@ The map files hold every member's maps at the original image size already
 (``dywsss.mapfile``), so members with different input sizes vote pixel for pixel;
 a map of another size is resized bilinearly to the mask's size.
 
+**What is voted** (``source``): the spec votes the members' raw attributions L_j
+(§2.1 step 2-3: LIME weights, SmoothGrad gradients). ``source="raw"`` reads the
+signed, unnormalised maps the map stage stores with ``cam_store_raw=True`` (key
+``raw``, :func:`dywsss.mapfile.load_raw`); ``source="maps"`` the stored maps,
+clamped at 0 and min-max normalised per class (every map file has them). The
+choice changes the vote (a signed map keeps its negative evidence, a normalised
+one ties it at 0) and is recorded in the provenance.
+
 Committee robustness (§2.2-2.3) is computed in the same pass: besides the full
 committee, random sub-committees (seeded; all of them when a size has no more
 combinations than trials) vote too, and every member is scored against each.
@@ -54,7 +62,7 @@ from tqdm import tqdm
 from ..data.voc import IGNORE_INDEX, NUM_CLASSES, load_mask, mask_path
 from ..errors import InputError, MissingInputError
 from ..io import write_json_atomic
-from ..mapfile import load_maps, save_maps
+from ..mapfile import load_maps, load_raw, read_maps_meta, save_maps
 from ..provenance import sha256_files
 from ..registry import Registry
 from .correlation import Correlation, correlate
@@ -65,6 +73,8 @@ Rule = Callable[[np.ndarray], np.ndarray]
 VOTING_RULES: Registry[Rule] = Registry("consensus voting rule")
 SIMILARITIES: tuple[str, ...] = ("cosine", "rbf")
 DEFAULT_SIMILARITY: dict[str, str] = {"l2": "cosine", "lime_printed": "cosine", "minmax": "rbf"}
+#: what a member's vote reads from its map files: the signed raw attributions or the normalised maps
+MAP_SOURCES: tuple[str, ...] = ("raw", "maps")
 #: committees scored per matrix product (bounds memory at [rows, pixels] float64)
 _COMMITTEE_CHUNK = 32
 
@@ -356,7 +366,8 @@ class ConsensusRun:
         cos, ap = self.member_scores("cosine"), self.member_mean_ap()
         rbf = self.member_scores("rbf") if self.sigma() > 0 else np.full(len(self.members), np.nan)
         return dict(
-            rule=self.rule, similarity=similarity, rbf_sigma=self.sigma(), n_pairs=len(self.pairs),
+            rule=self.rule, source=self.provenance.get("source", "maps"), similarity=similarity,
+            rbf_sigma=self.sigma(), n_pairs=len(self.pairs),
             n_images=len({n for n, _ in self.pairs}), n_pairs_with_mask=int(np.isfinite(self.committee_ap[:, 0]).sum()),
             consensus_map=_nan_none(self.consensus_ap()),
             members=[dict(name=n, score=_nan_none(float({"cosine": cos, "rbf": rbf}[similarity][j])),
@@ -393,6 +404,29 @@ def _check_files(members: Sequence[Member], names: Sequence[str], gt_dir: Path |
             raise MissingInputError(f"{gt_dir}: {len(missing)} masks missing, e.g. {missing[0]}.png")
 
 
+def stores_raw(map_dir: PathLike) -> bool:
+    """Whether a map folder's record says its files hold the raw maps (``cam_store_raw=True``)."""
+    meta = read_maps_meta(map_dir)
+    return bool(meta and meta.get("raw"))
+
+
+def load_member_maps(path: PathLike, source: str = "maps") -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, maps [K, H, W])`` of one member's map file: the normalised maps, or with
+    ``source="raw"`` the signed raw maps (an :class:`InputError` when the file has none)."""
+    classes, cams = load_maps(path)
+    if source == "maps":
+        return classes, cams
+    if source != "raw":
+        raise ValueError(f"source={source!r}: choose one of {', '.join(MAP_SOURCES)}")
+    raw = load_raw(path)
+    if raw is None:
+        raise InputError(f"{path}: no raw maps (key 'raw'); make the maps with --options cam_store_raw=True, "
+                         "or vote the normalised maps (source='maps')")
+    if raw.shape != cams.shape:
+        raise InputError(f"{path}: raw maps {raw.shape} do not match the maps {cams.shape}")
+    return classes, raw
+
+
 def _resize(cam: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if cam.shape == hw:
         return cam
@@ -404,7 +438,7 @@ def _resize(cam: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 def build_consensus(
     members: Sequence[Member], names: Sequence[str], labels: Mapping[str, Any], gt_dir: PathLike | None,
     rule: str = "l2", committees: Committees | None = None, ap_pairs: int | None = None, seed: int = 0,
-    out_dir: PathLike | None = None, progress: bool = True,
+    out_dir: PathLike | None = None, progress: bool = True, source: str = "maps",
 ) -> ConsensusRun:
     """One pass over ``names``: read each member's map file once per image, vote per (image,
     ground-truth class) for the full committee and every sub-committee of ``committees``, score
@@ -414,9 +448,12 @@ def build_consensus(
     AP is computed on ``ap_pairs`` seeded random pairs (None: all); the full consensus and the
     members always on all pairs. ``out_dir``: also write the full consensus as map files
     (``<id>.npz``, each class map divided by its maximum so it lies in [0, 1]; rankings, hence
-    AP, unchanged) for the JI stages.
+    AP, unchanged) for the JI stages. ``source``: vote the normalised maps (``maps``) or the signed
+    raw maps (``raw``, stored with ``cam_store_raw=True``); AP then ranks the voted values.
     """
     VOTING_RULES.get(rule)
+    if source not in MAP_SOURCES:
+        raise ValueError(f"source={source!r}: choose one of {', '.join(MAP_SOURCES)}")
     if len(members) < 2:
         raise InputError(f"a consensus needs at least 2 committee members, got {len(members)}")
     if len({m.name for m in members}) != len(members):
@@ -447,7 +484,7 @@ def build_consensus(
         classes = image_classes[name]
         if not classes:
             continue
-        loaded = [load_maps(Path(mb.map_dir) / f"{name}.npz") for mb in members]
+        loaded = [load_member_maps(Path(mb.map_dir) / f"{name}.npz", source) for mb in members]
         mask = load_mask(gt, name) if gt is not None else None
         hw = mask.shape if mask is not None else loaded[0][1].shape[1:]
         consensus_maps = []
@@ -479,7 +516,7 @@ def build_consensus(
             cams = np.stack([_safe_div(c, np.full(1, c.max())) for c in consensus_maps]).reshape(len(classes), *hw)
             save_maps(Path(out_dir) / f"{name}.npz", np.asarray(classes), np.clip(cams, 0.0, 1.0))
     provenance = dict(
-        rule=rule, members=[dict(name=mb.name, map_dir=str(mb.map_dir),
+        rule=rule, source=source, members=[dict(name=mb.name, map_dir=str(mb.map_dir),
                                  maps_sha256=sha256_files(Path(mb.map_dir) / f"{n}.npz" for n in names))
                             for mb in members],
         gt_dir=None if gt is None else str(gt), n_listed=len(names), seed=seed,

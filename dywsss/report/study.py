@@ -11,7 +11,9 @@ Per-model quantities (columns of ``models.csv``; fractions as stored):
 * per method ``m``: ``best_miou:m`` (best dataset mIoU of the JI curve), ``vice:m`` (VICE),
   ``consensus_score:m`` (the model's consensus score in the committee of method m),
   ``mask_ap:m`` (mAP of its maps against the masks), ``vice_consensus:m`` (Pearson of -loss
-  and the per-image consensus score).
+  and the per-image consensus score); every map metric of the run's ``map_metrics.json``
+  (``epg:m``, ``epg_box:m``, ``pg:m``, ``ap_mask:m``, ``gini:m``, ``insertion:m``, ``deletion:m``:
+  the dataset means) and the VICE of each (``vice_<metric>:m``, ``vice_metrics.json``).
 
 Each pair gets Pearson and Spearman with p-values and paired percentile bootstrap intervals
 (models resampled with their pair of values), from :func:`dywsss.metrics.correlation.correlate`.
@@ -39,20 +41,34 @@ LABELS: dict[str, str] = {
     "map": "clean mAP", "acc_ml": "clean ML-accuracy", "ece_ml": "ECE_ML", "ood_map": "OOD mAP",
     "ood_acc_ml": "OOD ML-accuracy", "ood_ece_ml": "OOD ECE_ML", "best_miou": "best mIoU", "vice": "VICE",
     "consensus_score": "consensus score", "mask_ap": "mAP of maps vs masks", "vice_consensus": "VICE vs consensus",
+    "epg": "EPG", "epg_box": "EPG (boxes)", "pg": "pointing game", "ap_mask": "AP of map vs mask",
+    "gini": "Gini sparsity", "insertion": "insertion", "deletion": "deletion", "miou": "JI",
 }
 
 
 def label(column: str) -> str:
-    """Display name of a column: ``best_miou:gradcam`` -> ``best mIoU (gradcam)``."""
+    """Display name of a column: ``best_miou:gradcam`` -> ``best mIoU (gradcam)``, ``vice_epg:cam`` -> ``VICE of
+    EPG (cam)``."""
     base, _, method = column.partition(":")
-    text = LABELS.get(base, base)
+    if base not in LABELS and base.startswith("vice_"):
+        text = f"VICE of {LABELS.get(base[5:], base[5:])}"
+    else:
+        text = LABELS.get(base, base)
     return f"{text} ({method})" if method else text
 
 
+def explanation_columns(frame: pd.DataFrame, method: str) -> list[str]:
+    """The explanation quantities of ``method`` in the frame: :data:`MAP_METRICS` first, then the
+    run's map metrics and their VICE (``<name>:<method>``) in the frame's order; all-NaN ones left out."""
+    own = [f"{m}:{method}" for m in MAP_METRICS]
+    rest = [c for c in frame.columns if c.endswith(f":{method}") and c not in own and not c.startswith("ood_")]
+    return [c for c in own + rest if c in frame.columns and frame[c].notna().any()]
+
+
 def default_columns(frame: pd.DataFrame, methods: Sequence[str]) -> list[str]:
-    """clean mAP, OOD mAP, ECE_ML, then each map metric per method, where the frame has them (not all NaN)."""
-    cols = ["map", "ood_map", "ece_ml"] + [f"{m}:{meth}" for meth in methods for m in MAP_METRICS]
-    return [c for c in cols if c in frame.columns and frame[c].notna().any()]
+    """clean mAP, OOD mAP, ECE_ML, then every explanation quantity per method, where the frame has them."""
+    cols = [c for c in ("map", "ood_map", "ece_ml") if c in frame.columns and frame[c].notna().any()]
+    return cols + [c for meth in methods for c in explanation_columns(frame, meth)]
 
 
 def pairwise_correlations(frame: pd.DataFrame, columns: Sequence[str], n_boot: int = 2000, level: float = 0.95,
@@ -66,16 +82,17 @@ def pairwise_correlations(frame: pd.DataFrame, columns: Sequence[str], n_boot: i
     return pd.DataFrame(rows)
 
 
-def verdict(c: Correlation | Mapping[str, Any]) -> str:
-    """``yes`` (interval above 0), ``opposite`` (below 0), ``not shown`` (contains 0), ``undefined``."""
+def verdict(c: Correlation | Mapping[str, Any], higher_is_better: bool = True) -> str:
+    """``yes`` (interval above 0), ``opposite`` (below 0), ``not shown`` (contains 0), ``undefined``;
+    for a quantity where lower is better (deletion) the sides swap."""
     get = c.get if isinstance(c, Mapping) else lambda k: getattr(c, k)
     lo, hi = get("pearson_ci_low"), get("pearson_ci_high")
     if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
         return "undefined"
     if lo > 0:
-        return "yes"
+        return "yes" if higher_is_better else "opposite"
     if hi < 0:
-        return "opposite"
+        return "opposite" if higher_is_better else "yes"
     return "not shown"
 
 
@@ -83,12 +100,14 @@ def _f(v: Any, spec: str = ".2f") -> str:
     return "n/a" if v is None or not np.isfinite(v) else format(float(v), spec)
 
 
-def accuracy_sentence(c: Correlation | Mapping[str, Any], explain_label: str, accuracy_label: str = "clean mAP") -> str:
+def accuracy_sentence(c: Correlation | Mapping[str, Any], explain_label: str, accuracy_label: str = "clean mAP",
+                      higher_is_better: bool = True) -> str:
     """The answer to "does the more accurate model explain better?" for one explanation quantity."""
     get = c.get if isinstance(c, Mapping) else lambda k: getattr(c, k)
     n, level = get("n"), get("ci_level")
-    head = f"Does the more accurate model explain better (by {explain_label})? "
-    v = verdict(c)
+    head = f"Does the more accurate model explain better (by {explain_label}{'' if higher_is_better else ', lower is better'})? "
+    v = verdict(c, higher_is_better)
+    better, worse = ("higher", "lower") if higher_is_better else ("lower", "higher")
     r = get("pearson")
     if r is None or not np.isfinite(r):
         return head + f"Undefined over {n} models ({get('reason') or 'no correlation'})."
@@ -97,8 +116,8 @@ def accuracy_sentence(c: Correlation | Mapping[str, Any], explain_label: str, ac
                   f"Spearman rho = {_f(get('spearman'))} [{_f(get('spearman_ci_low'))}, "
                   f"{_f(get('spearman_ci_high'))}]).")
     answer = {
-        "yes": f"Yes: across models, higher {accuracy_label} goes with higher {explain_label}",
-        "opposite": f"No, the opposite: higher {accuracy_label} goes with lower {explain_label}",
+        "yes": f"Yes: across models, higher {accuracy_label} goes with {better} {explain_label}",
+        "opposite": f"No, the opposite: higher {accuracy_label} goes with {worse} {explain_label}",
         "not shown": f"Not shown: the interval of the correlation of {accuracy_label} and {explain_label} includes 0",
         "undefined": "Undefined: no bootstrap interval",
     }[v]
@@ -111,19 +130,22 @@ class Answer:
     sentence: str
     verdict: str
     correlation: dict
+    higher_is_better: bool = True
 
 
 def accuracy_answers(frame: pd.DataFrame, methods: Sequence[str], n_boot: int, level: float, seed: int,
-                     accuracy: str = ACCURACY) -> list[Answer]:
-    """One answer per explanation column present (every map metric of every method)."""
+                     accuracy: str = ACCURACY, lower_is_better: frozenset[str] | set[str] = frozenset()) -> list[Answer]:
+    """One answer per explanation column present (:func:`explanation_columns` of every method);
+    ``lower_is_better``: base names (before ``:``) of quantities where lower is better (deletion)."""
     out = []
+    if accuracy not in frame.columns:
+        return out
     for meth in methods:
-        for m in MAP_METRICS:
-            col = f"{m}:{meth}"
-            if col not in frame.columns or accuracy not in frame.columns or not frame[col].notna().any():
-                continue
+        for col in explanation_columns(frame, meth):
+            higher = col.partition(":")[0] not in lower_is_better
             c = correlate(frame[accuracy].to_numpy(float), frame[col].to_numpy(float), n_boot, level, seed)
-            out.append(Answer(col, accuracy_sentence(c, label(col), label(accuracy)), verdict(c), c.summary()))
+            out.append(Answer(col, accuracy_sentence(c, label(col), label(accuracy), higher), verdict(c, higher),
+                              c.summary(), higher))
     return out
 
 

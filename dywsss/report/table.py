@@ -99,6 +99,8 @@ def variant_of(cfg: Any) -> str:
         parts.append("no weight decay")
     if float(cfg.get("cut_p", 0) or 0) > 0:
         parts.append(f"random erasing p={cfg.get('cut_p')} s={cfg.get('cut_s')}")
+    if cfg.get("probe"):
+        parts.append(f"{cfg.get('probe')} probe ({str(cfg.get('probe_loss', 'bce')).upper()}) on the frozen backbone")
     adv = str(cfg.get("adv_train", "none") or "none")
     if adv != "none":
         kind, norm = adv.split("_")

@@ -10,7 +10,9 @@ cross-model report).
 """
 from __future__ import annotations
 
+import datetime as _dt
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +25,14 @@ PathLike = str | os.PathLike
 
 __all__ = ["CELL_BUILDERS", "Cell", "CellResult", "StudySpec", "StudyStatus", "expand", "load_study",
            "make_submitit_executor", "run_cell", "run_cells", "run_study"]
+
+
+def _load() -> list[float] | None:
+    """The 1/5/15-minute load averages (the machine may be shared), None where unknown."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def run_study(path: PathLike, jobs: int | None = None, backend: str | None = None, force: bool = False,
@@ -63,8 +73,17 @@ def run_study(path: PathLike, jobs: int | None = None, backend: str | None = Non
         executor = None
         if (backend or spec.execution.backend) == "submitit":
             executor = make_submitit_executor(spec.root / "submitit", spec.execution.submitit)
+        t0, load0 = time.perf_counter(), _load()
         state = run_cells(cells, status, jobs if jobs is not None else spec.execution.jobs,
                           spec.execution.threads_per_cell, executor, force, log)
+        ran = [status.cells[n] for n, s in state.items() if s in ("done", "failed")]
+        status.header["invocation"] = dict(
+            finished=_dt.datetime.now().isoformat(timespec="seconds"), wall_seconds=round(time.perf_counter() - t0, 1),
+            cells_run=len(ran), cpu_seconds=round(sum(e.get("cpu_seconds") or 0.0 for e in ran), 1),
+            cores=os.cpu_count(), load_start=load0, load_end=_load())
+        inv = status.header["invocation"]
+        log(f"[study] {inv['cells_run']} cell(s) ran in {inv['wall_seconds'] / 60:.1f} min "
+            f"({inv['cpu_seconds'] / 60:.1f} CPU min on {inv['cores']} cores; load average {load0} -> {inv['load_end']})")
     status.save()
     report = collect_study(spec, dict(status.header, cells=status.cells), log)
     return state, report

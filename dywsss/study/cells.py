@@ -5,12 +5,15 @@ Cell kinds (registered in :data:`CELL_BUILDERS`, expanded in this order):
 * ``data``: the demo data (``scripts/make_demo_voc.py``), when the study has ``data.demo_args``;
 * ``ood_data``: one corrupted tree per (corruption, severity) (``scripts/make_ood_voc.py``) and the
   demo generator shift (``scripts/make_demo_voc.py --hue-shift/--background``);
-* ``session``: one per (model, method): ``scripts/run_stages.py`` in ``runs/<model>_<method>``.
-  The model's first method trains; the others reuse its ``model/`` (a symlink made just before
-  the cell runs) and get its merged ``config.py`` with their ``cam_method`` (the map folder name
-  has no method, so each method has its own session);
+* ``probe``: a probe model's head on its frozen backbone (``scripts/train_probe.py``);
+* ``session``: one per (model, method), all in the model's one session ``runs/<model>/``
+  (``scripts/run_stages.py``): the model's first method is the session's own and trains; every
+  other method ``m`` runs the map-to-report stages with ``cam_method=.. map_tag=m`` (maps in
+  ``test/cam_<list>_<weights>_m/``, metrics in ``eval/<list>_<weights>_m/``, ``report_m.html``)
+  once the first is done. An existing run joins with its ``model/`` linked in and its
+  ``config.py`` derived (nothing retrains);
 * ``ood_eval``: per model, the evaluation stages on every OOD tree (``scripts/run_eval_stages.py``)
-  in the model's first session.
+  with the model's own method.
 """
 from __future__ import annotations
 
@@ -57,10 +60,14 @@ class Cell:
 
 @dataclass(frozen=True)
 class CellResult:
+    """How a cell ended: exit status, wall seconds, CPU seconds (user + system of the cell's process
+    tree, None where the platform cannot tell) and, when it failed, why."""
+
     name: str
     rc: int
     seconds: float
     error: str = ""
+    cpu_seconds: float | None = None
 
 
 def _script(rel: str) -> str:
@@ -114,23 +121,38 @@ def run_cell(cell: Cell, env: Mapping[str, str] | None = None) -> CellResult:
         fh.write(f"[study] {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(cell.command)}\n")
         fh.flush()
         try:
-            rc = subprocess.run(list(cell.command), stdout=fh, stderr=subprocess.STDOUT, cwd=cell.cwd,
-                                env=None if env is None else {**os.environ, **env}).returncode
+            proc = subprocess.Popen(list(cell.command), stdout=fh, stderr=subprocess.STDOUT, cwd=cell.cwd,
+                                    env=None if env is None else {**os.environ, **env})
         except OSError as exc:
             fh.write(f"[study] cannot start: {exc}\n")
             return CellResult(cell.name, 127, time.perf_counter() - t0, f"cannot start: {exc}")
+        rc, cpu = _wait(proc)
     error = ""
     if rc == 0 and cell.missing_outputs():
         missing = cell.missing_outputs()
         error = f"exit status 0 but {len(missing)} output(s) missing, e.g. {missing[0]}"
         rc = 1
-    return CellResult(cell.name, rc, time.perf_counter() - t0, error)
+    return CellResult(cell.name, rc, time.perf_counter() - t0, error, cpu)
+
+
+def _wait(proc: subprocess.Popen) -> tuple[int, float | None]:
+    """Exit status and CPU seconds (user + system, the process and the children it waited for)."""
+    if not hasattr(os, "wait4"):  # not POSIX: no per-process resource usage
+        return proc.wait(), None
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 # --------------------------------------------------------------- expansion
 CELL_BUILDERS: Registry[Callable[[StudySpec], list[Cell]]] = Registry("study cell kind")
 #: expansion order of the built-in kinds (a dependency's kind comes first); others follow by name
-KIND_ORDER = ("data", "ood_data", "session", "ood_eval")
+KIND_ORDER = ("data", "ood_data", "probe", "session", "ood_eval")
 
 
 def _log(spec: StudySpec, name: str) -> Path:
@@ -197,68 +219,112 @@ def ood_data_cells(spec: StudySpec) -> list[Cell]:
 
 
 def session_outputs(spec: StudySpec, model: ModelSpec, method: str) -> tuple[Path, ...]:
-    """The files a finished session cell leaves (report and the summaries the study reads)."""
-    paths = SessionPaths(spec.session_dir(model, method))
-    ev = paths.eval_dir(model.eval_list, model.weights)
-    return (paths.root / "report.html", ev / "per_sample.csv", ev / "ji_curve.json", ev / "ece.json",
-            ev / "vice.json")
+    """The files a finished method cell leaves: its report and the summaries the study reads."""
+    paths = SessionPaths(spec.session_dir(model))
+    tag = spec.map_tag(model, method)
+    ev = paths.eval_dir(model.eval_list, model.weights, tag)
+    report = paths.root / (f"report_{tag}.html" if tag else "report.html")
+    return (report, ev / "per_sample.csv", ev / "ji_curve.json", ev / "ece.json", ev / "vice.json")
 
 
 def _study_options(spec: StudySpec, model: ModelSpec, method: str) -> list[str]:
+    """What the runner sets: where the session lives, the method, its map tag, the figures' label."""
+    tag = spec.map_tag(model, method)
     return [f"work_dir_root={spec.runs_dir}", f"cam_method={spec.cam_method(model, method)}",
-            f"fignote={model.name}/{method}"]
+            *([f"map_tag={tag}"] if tag else []), f"fignote={model.name}/{method}"]
 
 
 def _list_args(spec: StudySpec, model: ModelSpec) -> list[str]:
     return ["--list", model.eval_list, "--weights", model.weights]
 
 
-@CELL_BUILDERS.register("session")
-def session_cells(spec: StudySpec) -> list[Cell]:
+def _probe_cell_name(model: ModelSpec) -> str:
+    return f"{model.name}_probe"
+
+
+@CELL_BUILDERS.register("probe")
+def probe_cells(spec: StudySpec) -> list[Cell]:
+    """A probe model (``probe`` set) trains its head on the frozen backbone first (``scripts/train_probe.py``,
+    checkpoints in ``runs/<model>/model/``); its method cells then leave the training stage out.
+    ``resume=True``: a rerun of a finished probe continues (and so keeps) its checkpoints."""
     cells = []
     data_dep = ("data",) if spec.data_args else ()
     for model in spec.models:
-        owner = None  # the training cell, whose session holds model/ (None: an existing run's)
-        for i, method in enumerate(model.methods):
-            name = f"{model.name}_{method}"
-            session = spec.session_dir(model, method)
-            opts = [*model.options, *_study_options(spec, model, method)]
-            cmd = (spec.python, _script("scripts/run_stages.py"), str(model.config), "--session",
-                   spec.session_name(model, method), *_list_args(spec, model), "--options", *opts)
+        if not (model.probe and model.trains):
+            continue
+        model_dir = spec.session_dir(model) / "model"
+        cmd = (spec.python, _script("scripts/train_probe.py"), str(model.config), "--options", *model.options,
+               *_study_options(spec, model, model.own_method), f"session_name={model.name}", "resume=True")
+        cells.append(Cell(_probe_cell_name(model), cmd, (model_dir / "best.pth", model_dir / "last.pth"),
+                          _log(spec, _probe_cell_name(model)), data_dep,
+                          meta=dict(kind="probe", model=model.name, session=str(spec.session_dir(model)),
+                                    probe=model.probe)))
+    return cells
+
+
+@CELL_BUILDERS.register("session")
+def session_cells(spec: StudySpec) -> list[Cell]:
+    """One cell per (model, method), all in the model's session ``runs/<model>/``.
+
+    The own method's cell trains (unless the model is a probe, trained by its probe cell, or an
+    existing run, whose ``model/`` is linked in with its ``config.py`` derived) and evaluates; the
+    other methods' cells wait for it and run the map-to-report stages with ``map_tag=<method>``,
+    leaving the training stage out.
+    """
+    cells = []
+    data_dep = ("data",) if spec.data_args else ()
+    skip = list(spec.skip_stages)
+    for model in spec.models:
+        session = spec.session_dir(model)
+        own = spec.cell_name(model, model.own_method)
+        for method in model.methods:
+            name = spec.cell_name(model, method)
+            tagged = method != model.own_method
+            trains_here = model.trains and not model.probe and not tagged
+            skips = skip + ([] if trains_here else ["train"])
+            cmd = (spec.python, _script("scripts/run_stages.py"), str(model.config), "--session", model.name,
+                   *_list_args(spec, model), *(("--skip", *skips) if skips else ()),
+                   "--options", *model.options, *_study_options(spec, model, method))
             meta = dict(kind="session", model=model.name, method=method, session=str(session),
-                        cam_method=spec.cam_method(model, method))
-            if model.trains and i == 0:
-                cells.append(Cell(name, cmd, session_outputs(spec, model, method), _log(spec, name), data_dep,
-                                  meta=dict(meta, trains="yes")))
-                owner = (name, session)
-                continue
-            source_dir = owner[1] if owner else model.session
-            deps = (owner[0],) if owner else data_dep
-            derive = ((source_dir / "config.py", session / "config.py",
-                       tuple([f"session_name={spec.session_name(model, method)}", *_study_options(spec, model, method)])),)
-            cells.append(Cell(name, cmd, session_outputs(spec, model, method), _log(spec, name), deps,
-                              links=((session / "model", source_dir / "model"),), derive=derive,
-                              meta=dict(meta, trains="no", model_from=str(source_dir))))
+                        cam_method=spec.cam_method(model, method), map_tag=spec.map_tag(model, method),
+                        trains="yes" if trains_here else "no")
+            links: tuple = ()
+            derive: tuple = ()
+            if tagged:
+                deps: tuple[str, ...] = (own,)
+            elif model.probe and model.trains:
+                deps = (*data_dep, _probe_cell_name(model))
+            elif not model.trains:  # an existing run: its model/ linked in, its config.py with the study's settings
+                deps = data_dep
+                links = ((session / "model", model.session / "model"),)
+                derive = ((model.session / "config.py", session / "config.py",
+                           tuple([f"session_name={model.name}", *_study_options(spec, model, method)])),)
+                meta["model_from"] = str(model.session)
+            else:
+                deps = data_dep
+            cells.append(Cell(name, cmd, session_outputs(spec, model, method), _log(spec, name), deps, links, derive,
+                              meta))
     return cells
 
 
 @CELL_BUILDERS.register("ood_eval")
 def ood_eval_cells(spec: StudySpec) -> list[Cell]:
+    """Per model, the evaluation stages on every OOD tree with the model's own method, in its session."""
     trees = ood_trees(spec)
     if not trees:
         return []
     tree_deps = tuple(c.name for c in ood_data_cells(spec))
     cells = []
     for model in spec.models:
-        method = model.methods[0]
-        session = spec.session_dir(model, method)
+        method = model.own_method
+        session = spec.session_dir(model)
         name = f"{model.name}_ood"
         outputs = tuple(SessionPaths(session).eval_dir(f"{stem}.txt", model.weights) / "ece.json"
                         for _, stem in trees)
-        cmd = (spec.python, _script("scripts/run_eval_stages.py"), str(model.config), "--session",
-               spec.session_name(model, method), "--weights", model.weights,
-               "--options", *model.options, *_study_options(spec, model, method), "--ood", *(str(t) for t, _ in trees))
-        cells.append(Cell(name, cmd, outputs, _log(spec, name), (f"{model.name}_{method}", *tree_deps),
+        cmd = (spec.python, _script("scripts/run_eval_stages.py"), str(model.config), "--session", model.name,
+               "--weights", model.weights, "--options", *model.options, *_study_options(spec, model, method),
+               "--ood", *(str(t) for t, _ in trees))
+        cells.append(Cell(name, cmd, outputs, _log(spec, name), (spec.cell_name(model, method), *tree_deps),
                           meta=dict(kind="ood_eval", model=model.name, method=method, session=str(session),
                                     trees=" ".join(str(t) for t, _ in trees))))
     return cells

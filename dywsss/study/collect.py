@@ -25,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from ..data.voc import load_cls_labels, read_image_list
-from ..io import load_npz, save_npz_atomic, write_json_atomic, write_text_atomic
-from ..metrics.consensus import Committees, ConsensusRun, Member, build_consensus, plan_committees
+from ..errors import StaleError
+from ..io import load_npz, read_json_object, save_npz_atomic, write_json_atomic, write_text_atomic
+from ..metrics.consensus import Committees, ConsensusRun, Member, build_consensus, plan_committees, stores_raw
 from ..metrics.vice import vice as vice_stat
 from ..provenance import file_record, sha256_file, sha256_files, sha256_json
 from ..report.study import (
@@ -39,39 +40,69 @@ from ..report.study import (
     render_study_html,
 )
 from ..report.summary import RunNotFinished, RunSummary, load_run
-from ..report.table import FORMATS, collect_rows, format_table
+from ..report.table import FORMATS, format_table, row_of
 from ..viz.study_plot import plot_committee_size, plot_committee_swap, plot_scatter_matrix, plot_score_vs_metric
 from .cells import ood_trees
-from .spec import StudySpec
+from .spec import ModelSpec, StudySpec
 
 PathLike = str | os.PathLike
 TABLE_SUFFIX = {"md": "md", "csv": "csv", "latex": "tex"}
 
 
 def _runs(spec: StudySpec, notes: list[str]) -> dict[tuple[str, str], RunSummary]:
+    """Every finished (model, method) evaluation: the model's session with the method's ``map_tag``
+    (checked by :func:`load_run`: a stale chain is a note, not a number)."""
     runs = {}
     for model in spec.models:
         for method in model.methods:
-            root = spec.session_dir(model, method)
             try:
-                runs[(model.name, method)] = load_run(root, Path(model.eval_list).name, model.weights)
+                runs[(model.name, method)] = load_run(spec.session_dir(model), Path(model.eval_list).name,
+                                                      model.weights, spec.map_tag(model, method))
+            except StaleError as exc:
+                notes.append(f"{model.name}/{method}: stale, left out ({exc})")
             except (RunNotFinished, FileNotFoundError, ValueError) as exc:
                 notes.append(f"{model.name}/{method}: not finished ({exc})")
     return runs
 
 
-def write_tables(out: Path, stem: str, run_dirs: Sequence[tuple[Path, str, str]], notes: list[str]) -> Path | None:
-    """``out/<stem>.{md,csv,tex}`` of the runs ``(dir, list, weights)``; None when none is finished."""
-    rows = []
-    for d, lst, wts in run_dirs:
-        r, n = collect_rows([d], lst, wts)
-        rows += r
-        notes += n
+def write_tables(out: Path, stem: str, runs: Sequence[RunSummary]) -> Path | None:
+    """``out/<stem>.{md,csv,tex}`` (``dywsss.report.table`` layout) of finished runs; None when there are none."""
+    rows = [row_of(r) for r in runs]
     if not rows:
         return None
     for fmt in FORMATS:
         write_text_atomic(out / f"{stem}.{TABLE_SUFFIX[fmt]}", format_table(rows, fmt))
     return out / f"{stem}.csv"
+
+
+def run_report_page(spec: StudySpec, model: ModelSpec, method: str) -> Path:
+    """A (model, method)'s own report: ``report.html`` of the session, or ``report_<tag>.html``."""
+    tag = spec.map_tag(model, method)
+    return spec.session_dir(model) / (f"report_{tag}.html" if tag else "report.html")
+
+
+def _map_metric_columns(run: RunSummary, method: str, notes: list[str]) -> tuple[dict[str, float], set[str]]:
+    """``{<metric>:<method>: dataset mean, vice_<metric>:<method>: VICE}`` from the run's
+    ``map_metrics.json`` and ``vice_metrics.json``, and the metrics where lower is better."""
+    values: dict[str, float] = {}
+    lower: set[str] = set()
+    for fname in ("map_metrics.json", "vice_metrics.json"):
+        path = run.eval_dir / fname
+        if not path.is_file():
+            notes.append(f"{run.paths.root.name}/{method}: no {fname} (an older per-sample or VICE stage)")
+            continue
+        metrics = (read_json_object(path).get("metrics") or {})
+        for name, entry in metrics.items():
+            if not isinstance(entry, dict):
+                continue
+            if fname == "map_metrics.json":
+                if entry.get("mean") is not None:
+                    values[f"{name}:{method}"] = float(entry["mean"])
+                if entry.get("higher_is_better") is False:
+                    lower.add(name)
+            elif name != "miou" and entry.get("vice") is not None:  # miou's is vice.json's VICE
+                values[f"vice_{name}:{method}"] = float(entry["vice"])
+    return values, lower
 
 
 # ----------------------------------------------------------------- consensus
@@ -113,6 +144,10 @@ def consensus_for_method(spec: StudySpec, method: str, runs: Mapping[tuple[str, 
     if len(lists) > 1:
         notes.append(f"consensus {method}: members evaluate different lists {sorted(lists)}; skipped")
         return None
+    source, why = _consensus_source(cs.source, {m.name: runs[(m.name, method)].cam_dir for m in members})
+    if source is None:
+        notes.append(f"consensus {method}: {why}; skipped")
+        return None
     cfg = first.cfg
     names = read_image_list(members[0].eval_list)
     label_file, gt_dir = Path(cfg.cls_label), Path(cfg.gt_dir)
@@ -122,16 +157,16 @@ def consensus_for_method(spec: StudySpec, method: str, runs: Mapping[tuple[str, 
     evaluated = [index[n] for n in cs.swap_evaluated if n in index]
     committees = plan_committees(len(mem), cs.sizes, cs.trials, cs.seed, evaluated, cs.swap_extra,
                                  cs.swap_trials if len(evaluated) else 0)
-    settings = dict(rule=cs.rule, sizes=cs.sizes, trials=cs.trials, seed=cs.seed, ap_pairs=cs.ap_pairs,
+    settings = dict(rule=cs.rule, source=source, sizes=cs.sizes, trials=cs.trials, seed=cs.seed, ap_pairs=cs.ap_pairs,
                     swap=[evaluated, list(cs.swap_extra), cs.swap_trials], list=members[0].eval_list,
                     labels=sha256_file(label_file), gt_dir=str(gt_dir))
     fingerprint = sha256_json(dict(settings, members=[(mb.name, sha256_files(Path(mb.map_dir) / f"{n}.npz"
                                                                             for n in names)) for mb in mem]))
     run = _load_pass(out / "run.npz", fingerprint)
     if run is None:
-        log(f"[consensus] {method}: {len(mem)} members, {len(names)} images")
+        log(f"[consensus] {method}: {len(mem)} members, {len(names)} images, voting the {source} maps ({why})")
         run = build_consensus(mem, names, load_cls_labels(label_file), gt_dir, cs.rule, committees, cs.ap_pairs,
-                              cs.seed, out / "maps" if cs.write_maps else None)
+                              cs.seed, out / "maps" if cs.write_maps else None, source=source)
         _save_pass(run, out / "run.npz", fingerprint)
     else:
         log(f"[consensus] {method}: inputs unchanged, reusing {out / 'run.npz'}")
@@ -174,34 +209,58 @@ def consensus_for_method(spec: StudySpec, method: str, runs: Mapping[tuple[str, 
     figures["score_vs_map"] = plot_score_vs_metric(scores, table["map"], table["model"], out / "score_vs_map.png",
                                                    f"consensus score ({similarity})", "mAP", corr["map"].pearson,
                                                    title=f"Consensus score vs mAP ({method})")
-    summary = dict(run.summary(similarity), method=method, correlations={k: c.summary() for k, c in corr.items()},
+    summary = dict(run.summary(similarity), method=method, source_reason=why,
+                   correlations={k: c.summary() for k, c in corr.items()},
                    vice_consensus=vice_consensus, figures={k: str(v) for k, v in figures.items()},
                    fingerprint=fingerprint)
     write_json_atomic(out / "summary.json", summary)
     return summary
 
 
+def _consensus_source(wanted: str, map_dirs: Mapping[str, Path]) -> tuple[str | None, str]:
+    """Which maps the committee votes (``raw`` or ``maps``) and why; None when ``raw`` is asked for
+    but a member has none."""
+    without = [name for name, d in map_dirs.items() if not stores_raw(d)]
+    if wanted == "maps":
+        return "maps", "consensus.source='maps'"
+    if not without:
+        return "raw", "every member stored its raw maps (cam_store_raw=True)"
+    if wanted == "raw":
+        return None, f"consensus.source='raw' but {', '.join(without)} stored no raw maps (cam_store_raw=True)"
+    return "maps", f"{', '.join(without)} stored no raw maps; the normalised maps are voted"
+
+
 # --------------------------------------------------------------------- all
 def _model_frame(spec: StudySpec, runs: Mapping[tuple[str, str], RunSummary],
-                 trees: Sequence[tuple[Path, str]], notes: list[str]) -> tuple[pd.DataFrame, dict]:
+                 trees: Sequence[tuple[Path, str]], notes: list[str]) -> tuple[pd.DataFrame, dict, set[str]]:
+    """models.csv (one row per model) from the runs; also the OOD runs and the lower-is-better metrics."""
     frame = pd.DataFrame(index=pd.Index([m.name for m in spec.models], name="model"))
     ood_runs: dict[tuple[str, str], RunSummary] = {}
+    lower: set[str] = set()
     for model in spec.models:
-        first = next((runs[(model.name, m)] for m in model.methods if (model.name, m) in runs), None)
-        if first is not None:
-            met = first.metrics()
+        own = runs.get((model.name, model.own_method))
+        if own is not None:  # clean accuracy and calibration do not depend on the method: the own one's
+            met = own.metrics()
             for k in ("map", "acc_ml", "ece_ml"):
                 frame.loc[model.name, k] = met[k]
         for method in model.methods:
             if (model.name, method) in runs:
-                met = runs[(model.name, method)].metrics()
+                run = runs[(model.name, method)]
+                met = run.metrics()
                 frame.loc[model.name, f"best_miou:{method}"] = met["best_miou"]
                 frame.loc[model.name, f"vice:{method}"] = met["vice"]
-        session = spec.session_dir(model, model.methods[0])
+                values, low = _map_metric_columns(run, method, notes)
+                lower |= low
+                for col, v in values.items():
+                    frame.loc[model.name, col] = v
+        session = spec.session_dir(model)
         vals: dict[str, list[float]] = {"map": [], "acc_ml": [], "ece_ml": []}
         for _, stem in trees:
             try:
                 r = load_run(session, f"{stem}.txt", model.weights)
+            except StaleError as exc:
+                notes.append(f"{model.name} on {stem}: stale, left out ({exc})")
+                continue
             except (RunNotFinished, FileNotFoundError, ValueError) as exc:
                 notes.append(f"{model.name} on {stem}: not evaluated ({exc})")
                 continue
@@ -213,7 +272,7 @@ def _model_frame(spec: StudySpec, runs: Mapping[tuple[str, str], RunSummary],
         if trees and len(vals["map"]) == len(trees):  # a mean over some of the trees would not compare
             for k, v in vals.items():
                 frame.loc[model.name, f"ood_{k}"] = float(np.mean(v))
-    return frame, ood_runs
+    return frame, ood_runs, lower
 
 
 def collect_study(spec: StudySpec, status: Mapping[str, Any] | None = None,
@@ -226,16 +285,13 @@ def collect_study(spec: StudySpec, status: Mapping[str, Any] | None = None,
     tables_dir = root / "tables"
     table_files = {}
     for method in spec.methods:
-        dirs = [(spec.session_dir(m, method), Path(m.eval_list).name, m.weights) for m in spec.models
-                if (m.name, method) in runs]
-        f = write_tables(tables_dir, method, dirs, notes)
+        f = write_tables(tables_dir, method, [runs[(m.name, method)] for m in spec.models if (m.name, method) in runs])
         if f:
             table_files[method] = f
-    models, ood_runs = _model_frame(spec, runs, trees, notes)
+    models, ood_runs, lower = _model_frame(spec, runs, trees, notes)
     for _, stem in trees:
-        dirs = [(spec.session_dir(m, m.methods[0]), f"{stem}.txt", m.weights) for m in spec.models
-                if (m.name, stem) in ood_runs]
-        f = write_tables(tables_dir, f"ood_{stem}", dirs, [])
+        f = write_tables(tables_dir, f"ood_{stem}", [ood_runs[(m.name, stem)] for m in spec.models
+                                                      if (m.name, stem) in ood_runs])
         if f:
             table_files[f"ood_{stem}"] = f
     consensus: dict[str, dict] = {}
@@ -249,7 +305,8 @@ def collect_study(spec: StudySpec, status: Mapping[str, Any] | None = None,
     columns = [c for c in (spec.report.metrics or default_columns(models, methods)) if c in models.columns]
     corr = pairwise_correlations(models, columns, spec.report.n_boot, spec.report.level, spec.report.seed)
     corr.to_csv(root / "correlations.csv", index=False)
-    answers = accuracy_answers(models, methods, spec.report.n_boot, spec.report.level, spec.report.seed)
+    answers = accuracy_answers(models, methods, spec.report.n_boot, spec.report.level, spec.report.seed,
+                               lower_is_better=lower)
     primary = spec.report.primary_method or methods[0]
     headline = next((a for a in answers if a.column == f"best_miou:{primary}"), answers[0] if answers else None)
     figures = {}
@@ -262,7 +319,7 @@ def collect_study(spec: StudySpec, status: Mapping[str, Any] | None = None,
                                                         {c: label(c) for c in shown},
                                                         {k: (np.nan if v is None else v) for k, v in pearson.items()},
                                                         title=f"{spec.name}: {len(models)} models")
-    inputs = [dict(model=m, method=meth, session=str(r.paths.root),
+    inputs = [dict(model=m, method=meth, session=str(r.paths.root), map_tag=r.tag,
                    files=[file_record(r.eval_dir / f) for f in ("ece.json", "vice.json", "ji_curve.json")],
                    weights=file_record(r.weights_file) if r.weights_file.is_file() else None)
               for (m, meth), r in runs.items()]
@@ -271,8 +328,11 @@ def collect_study(spec: StudySpec, status: Mapping[str, Any] | None = None,
     cross = dict(study=spec.name, config=str(spec.path), config_sha256=sha256_file(spec.path), columns=columns,
                  n_models=int(len(models)), n_boot=spec.report.n_boot, level=spec.report.level, seed=spec.report.seed,
                  headline=None if headline is None else headline.sentence,
-                 answers=[dict(column=a.column, verdict=a.verdict, sentence=a.sentence, correlation=a.correlation)
-                          for a in answers],
+                 answers=[dict(column=a.column, verdict=a.verdict, sentence=a.sentence, correlation=a.correlation,
+                               higher_is_better=a.higher_is_better) for a in answers],
+                 lower_is_better=sorted(lower), consensus={m: dict(source=c.get("source"), reason=c.get("source_reason"))
+                                                           for m, c in consensus.items()},
+                 invocation=(status or {}).get("invocation"),
                  ood_trees=[dict(path=str(t), list=stem) for t, stem in trees], inputs=inputs, notes=notes)
     write_json_atomic(root / "cross_model.json", cross)
     report = _render(spec, runs, models, corr, answers, headline, consensus, table_files, figures, status, notes)
@@ -299,15 +359,23 @@ def _render(spec: StudySpec, runs: Mapping[tuple[str, str], RunSummary], models:
         for name, e in status.get("cells", {}).items():
             log_link = f'<a href="{relative(e["log"], root)}">log</a>' if e.get("log") else ""
             rows.append(dict(cell=name, kind=e.get("meta", {}).get("kind", ""), status=e.get("status", "pending"),
-                             exit=e.get("rc"), seconds=e.get("seconds"), log=log_link, note=e.get("error", "")))
-        sections.append(("Cells", html_table(pd.DataFrame(rows))))
+                             exit=e.get("rc"), seconds=e.get("seconds"), cpu_seconds=e.get("cpu_seconds"),
+                             log=log_link, note=e.get("error", "")))
+        inner = html_table(pd.DataFrame(rows))
+        inv = status.get("invocation")
+        if inv:
+            inner += (f"<p>Last run: {inv['cells_run']} cell(s) in {inv['wall_seconds'] / 60:.1f} min wall, "
+                      f"{inv['cpu_seconds'] / 60:.1f} CPU min, {inv['cores']} cores, load average (1/5/15 min) "
+                      f"{inv['load_start']} at the start, {inv['load_end']} at the end.</p>")
+        sections.append(("Cells", inner))
     links = []
     for model in spec.models:
         for method in model.methods:
             r = runs.get((model.name, method))
-            page = spec.session_dir(model, method) / "report.html"
+            page = run_report_page(spec, model, method)
             link = f'<a href="{relative(page, root)}">report</a>' if r is not None and page.is_file() else "not finished"
-            links.append(dict(model=model.name, method=method, cam_method=spec.cam_method(model, method), run=link))
+            links.append(dict(model=model.name, method=method, cam_method=spec.cam_method(model, method),
+                              map_tag=spec.map_tag(model, method) or "(own)", run=link))
     sections.append(("Runs", html_table(pd.DataFrame(links))))
     shown = models.copy()
     shown.columns = [label(c) for c in shown.columns]
@@ -320,7 +388,8 @@ def _render(spec: StudySpec, runs: Mapping[tuple[str, str], RunSummary], models:
                          f'<a href="{relative(f.with_suffix(".tex"), root)}">latex</a></p>'))
     for method, s in consensus.items():
         out = root / "consensus" / method
-        inner = (f"<p>rule <code>{s['rule']}</code>, similarity <code>{s['similarity']}</code>, RBF sigma "
+        inner = (f"<p>votes the <b>{s.get('source', 'maps')}</b> maps ({html.escape(str(s.get('source_reason', '')))}); "
+                 f"rule <code>{s['rule']}</code>, similarity <code>{s['similarity']}</code>, RBF sigma "
                  f"{s['rbf_sigma']:.4g}; {s['n_pairs']} (image, class) pairs over {s['n_images']} images; "
                  f"consensus mAP vs masks {'n/a' if s['consensus_map'] is None else format(s['consensus_map'], '.4f')}."
                  "</p>")

@@ -144,10 +144,11 @@ def run_cells(
         ok = result.rc == 0
         state[result.name] = "done" if ok else "failed"
         ran.add(result.name)
+        cpu = None if result.cpu_seconds is None else round(result.cpu_seconds, 1)
         status.update(result.name, status=state[result.name], rc=result.rc, seconds=round(result.seconds, 1),
-                      error=result.error, finished=_dt.datetime.now().isoformat(timespec="seconds"))
+                      cpu_seconds=cpu, error=result.error, finished=_dt.datetime.now().isoformat(timespec="seconds"))
         if ok:
-            log(f"[{result.name}] done in {result.seconds:.0f} s")
+            log(f"[{result.name}] done in {result.seconds:.0f} s" + ("" if cpu is None else f" ({cpu:.0f} CPU s)"))
         else:
             why = f" ({result.error})" if result.error else ""
             log(f"[{result.name}] FAILED, exit status {result.rc}{why}; log: {by_name[result.name].log}")

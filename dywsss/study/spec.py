@@ -2,9 +2,15 @@
 
 A study file is an mmengine config (``config/studies/demo_study.py``); every key
 below is optional except ``study_name`` and ``models``. It is read and checked
-here, before anything runs: each model's base config is loaded with its
-overrides (so an unknown key or a missing file is reported up front, naming the
-model), methods are resolved per model (CNN or ViT), names are checked.
+here, before anything runs: each model's base config is loaded with the study's
+``options`` and its own overrides (so an unknown key or a missing file is
+reported up front, naming the model), methods are resolved per model (CNN or
+ViT), names are checked.
+
+Each model is one session (``runs/<model>/``): its first method is the run's own
+(``cam_method``, no ``map_tag``); every other method ``m`` is evaluated in the same
+session with ``cam_method=<m's cam_method> map_tag=m`` (its maps in
+``test/cam_<list>_<weights>_m/``, its metrics in ``eval/<list>_<weights>_m/``).
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from mmengine.config import Config, DictAction
 
 from ..config import ConfigKeyError, data_path, load_config
 from ..errors import ConfigError, MissingInputError
+from ..schema import network_problems
 from ..stages import TRANSFORMER_MARKERS
 
 PathLike = str | os.PathLike
@@ -29,11 +36,21 @@ FAMILIES = ("cnn", "vit")
 BACKENDS = ("local", "submitit")
 # characters mmengine's --options parser (DictAction) would split or strip
 _UNSAFE = re.compile(r"[\s,\[\]()'\"]")
+#: stages of scripts/run_stages.py a study may leave out (nothing the study reads depends on them)
+OPTIONAL_STAGES = ("blob_maps", "blob_curve", "gridpg", "sanity")
+#: options the study runner sets itself
+RUNNER_KEYS = ("session_name", "work_dir_root", "cam_method", "map_tag")
+#: where the consensus reads each member's map: auto (raw when every member stored it), raw, maps
+CONSENSUS_SOURCES = ("auto", "raw", "maps")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of the study: ``config`` + ``options`` to train, or an existing ``session`` folder."""
+    """One model of the study: ``config`` + ``options`` to train, or an existing ``session`` folder.
+
+    ``options`` are the study's common options followed by the model's own; ``probe`` is the
+    probe head (``probe`` key) when the model is a probe on a frozen backbone, else "".
+    """
 
     name: str
     config: Path
@@ -43,10 +60,16 @@ class ModelSpec:
     eval_list: str
     weights: str
     session: Path | None = None
+    probe: str = ""
 
     @property
     def trains(self) -> bool:
         return self.session is None
+
+    @property
+    def own_method(self) -> str:
+        """The method the session itself runs (no ``map_tag``); the others are tagged."""
+        return self.methods[0]
 
 
 @dataclass(frozen=True)
@@ -62,6 +85,7 @@ class ConsensusSpec:
     swap_extra: tuple[int, int] = (1, 3)
     swap_trials: int = 0
     write_maps: bool = True
+    source: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -111,6 +135,7 @@ class StudySpec:
     ood: OODSpec
     report: ReportSpec
     execution: ExecutionSpec
+    skip_stages: tuple[str, ...] = ()
 
     @property
     def runs_dir(self) -> Path:
@@ -130,11 +155,18 @@ class StudySpec:
         """The ``cam_method`` value of a study method for a model's family."""
         return self.methods[method][model.family]
 
-    def session_name(self, model: ModelSpec, method: str) -> str:
-        return f"{model.name}_{method}"
+    def session_dir(self, model: ModelSpec) -> Path:
+        """The model's one session: ``runs/<model>/`` (every method of the model lives there)."""
+        return self.runs_dir / model.name
 
-    def session_dir(self, model: ModelSpec, method: str) -> Path:
-        return self.runs_dir / self.session_name(model, method)
+    def map_tag(self, model: ModelSpec, method: str) -> str:
+        """``map_tag`` of a method in the model's session: "" for its own method, else the method's name."""
+        if method not in model.methods:
+            raise KeyError(f"model {model.name!r} has no method {method!r}")
+        return "" if method == model.own_method else method
+
+    def cell_name(self, model: ModelSpec, method: str) -> str:
+        return f"{model.name}_{method}"
 
 
 # ------------------------------------------------------------------ parsing
@@ -200,6 +232,8 @@ def _methods(raw: Any, path: Path) -> dict[str, dict[str, str]]:
     if not isinstance(raw, Mapping) or not raw:
         raise ConfigError(f"{path}: methods must be a list of cam_method names or a dict "
                           "{study method: cam_method | dict(cnn=..., vit=...)}")
+    from ..explain import EXPLAINERS
+
     out = {}
     for name, value in raw.items():
         if not NAME_RE.match(str(name)):
@@ -211,11 +245,15 @@ def _methods(raw: Any, path: Path) -> dict[str, dict[str, str]]:
         else:
             raise ConfigError(f"{path}: methods.{name}: expected a cam_method name or dict(cnn=..., vit=...), "
                               f"got {value!r}")
+        unknown = sorted({v for v in out[str(name)].values() if v not in EXPLAINERS})
+        if unknown:
+            raise ConfigError(f"{path}: methods.{name}: {', '.join(map(repr, unknown))} is not an attribution method "
+                              f"(known: {', '.join(EXPLAINERS.names())})")
     return out
 
 
 def _model(raw: Any, i: int, path: Path, methods: Mapping[str, Mapping[str, str]],
-           eval_list: str | None, weights: str | None) -> ModelSpec:
+           eval_list: str | None, weights: str | None, common: tuple[str, ...] = ()) -> ModelSpec:
     where = f"{path}: models[{i}]"
     if not isinstance(raw, Mapping) or "name" not in raw:
         raise ConfigError(f"{where}: each model is a dict with a 'name' and a 'config' (or a 'session')")
@@ -238,16 +276,18 @@ def _model(raw: Any, i: int, path: Path, methods: Mapping[str, Mapping[str, str]
         if "config" not in raw:
             raise ConfigError(f"{where}: needs 'config' (a base config file) or 'session' (an existing run)")
         config = Path(raw["config"])
-    options = _options(raw.get("options"), where)
+    merged: dict[str, str] = {}  # the model's own options override the study's
+    for o in (*common, *_options(raw.get("options"), where)):
+        merged.pop(o.split("=", 1)[0], None)
+        merged[o.split("=", 1)[0]] = o
+    options = tuple(merged.values())
     for o in options:
-        if o.split("=", 1)[0] in ("session_name", "work_dir_root", "cam_method"):
+        if o.split("=", 1)[0] in RUNNER_KEYS:
             raise ConfigError(f"{where}: option {o.split('=', 1)[0]} is set by the study runner")
-    try:
-        cfg = load_config(config, parse_options(options))
-    except ConfigKeyError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    except FileNotFoundError as exc:
-        raise MissingInputError(f"{where}: {exc}") from None
+    cfg = _load_model_config(config, options, where)
+    problems = network_problems(cfg)
+    if problems:
+        raise ConfigError(f"{where}: {'; '.join(problems)}")
     family = _family(str(cfg.network))
     chosen = tuple(raw.get("methods") or methods)
     bad = [m for m in chosen if m not in methods]
@@ -257,9 +297,22 @@ def _model(raw: Any, i: int, path: Path, methods: Mapping[str, Mapping[str, str]
     if missing:
         raise ConfigError(f"{where}: method {missing[0]!r} has no cam_method for {family} models "
                           f"(give dict({family}=...) or leave it out with methods=[...])")
+    for i, m in enumerate(chosen):  # each method's cell config, as the runner will pass it
+        _load_model_config(config, (*options, f"cam_method={methods[m][family]}", *((f"map_tag={m}",) if i else ())),
+                           f"{where}, method {m!r}")
     lst = str(eval_list or cfg.get("eval_list") or cfg.get("infer_list"))
     return ModelSpec(name, config, options, family, chosen, str(data_path(cfg, lst)), str(weights or cfg.weights),
-                     session)
+                     session, str(cfg.get("probe") or ""))
+
+
+def _load_model_config(config: Path, options: Sequence[str], where: str) -> Config:
+    """A model's merged and validated config; errors name the model (and method)."""
+    try:
+        return load_config(config, parse_options(options))
+    except (ConfigKeyError, ConfigError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except FileNotFoundError as exc:
+        raise MissingInputError(f"{where}: {exc}") from None
 
 
 def _tuple(v: Any) -> tuple:
@@ -279,7 +332,7 @@ def load_study(path: PathLike, work_dir: PathLike | None = None) -> StudySpec:
     if not NAME_RE.match(name):
         raise ConfigError(f"{path}: study_name {name!r}: set it (letters, digits, _ . + -); it names work_dirs/<study>")
     known = {"study_name", "work_dir", "python", "data", "models", "methods", "eval_list", "weights", "consensus",
-             "ood", "report", "execution", "metrics"}
+             "ood", "report", "execution", "metrics", "options", "skip_stages"}
     unknown = sorted(k for k in cfg.keys() if k not in known and not k.startswith("_"))
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
@@ -287,7 +340,8 @@ def load_study(path: PathLike, work_dir: PathLike | None = None) -> StudySpec:
     raw_models = cfg.get("models") or []
     if not raw_models:
         raise ConfigError(f"{path}: models is empty")
-    models = tuple(_model(m, i, path, methods, cfg.get("eval_list"), cfg.get("weights"))
+    common = _options(cfg.get("options"), f"{path}: options")
+    models = tuple(_model(m, i, path, methods, cfg.get("eval_list"), cfg.get("weights"), common)
                    for i, m in enumerate(raw_models))
     names = [m.name for m in models]
     dup = sorted({n for n in names if names.count(n) > 1})
@@ -299,8 +353,17 @@ def load_study(path: PathLike, work_dir: PathLike | None = None) -> StudySpec:
         name=name, path=path, root=root, python=str(cfg.get("python") or sys.executable), models=models,
         methods=methods, data_args=data.get("demo_args"), consensus=_consensus(cfg.get("consensus") or {}, path, names),
         ood=_ood(cfg.get("ood") or {}, path), report=_report(cfg.get("report") or {}, cfg.get("metrics"), path, methods),
-        execution=_execution(cfg.get("execution") or {}, path),
+        execution=_execution(cfg.get("execution") or {}, path), skip_stages=_skip_stages(cfg.get("skip_stages"), path),
     )
+
+
+def _skip_stages(raw: Any, path: Path) -> tuple[str, ...]:
+    skip = tuple(str(s) for s in _tuple(raw if raw is not None else ()) if s)
+    bad = [s for s in skip if s not in OPTIONAL_STAGES]
+    if bad:
+        raise ConfigError(f"{path}: skip_stages {bad}: only {', '.join(OPTIONAL_STAGES)} may be left out "
+                          "(the study reads the other stages' outputs)")
+    return skip
 
 
 def _checked(raw: Mapping, allowed: Sequence[str], where: str) -> None:
@@ -313,7 +376,8 @@ def _consensus(raw: Mapping, path: Path, names: Sequence[str]) -> ConsensusSpec:
     from ..metrics.consensus import SIMILARITIES, VOTING_RULES
 
     where = f"{path}: consensus"
-    _checked(raw, ("enabled", "rule", "similarity", "sizes", "trials", "seed", "ap_pairs", "swap", "write_maps"), where)
+    _checked(raw, ("enabled", "rule", "similarity", "sizes", "trials", "seed", "ap_pairs", "swap", "write_maps",
+                   "source"), where)
     rule = str(raw.get("rule", "l2"))
     if rule not in VOTING_RULES:
         raise ConfigError(f"{where}.rule={rule!r}: choose one of {', '.join(VOTING_RULES.names())}")
@@ -327,12 +391,17 @@ def _consensus(raw: Mapping, path: Path, names: Sequence[str]) -> ConsensusSpec:
     if bad:
         raise ConfigError(f"{where}.swap.evaluated: {bad} are not model names ({', '.join(names)})")
     sizes = raw.get("sizes")
+    source = str(raw.get("source", "auto"))
+    if source not in CONSENSUS_SOURCES:
+        raise ConfigError(f"{where}.source={source!r}: choose one of {', '.join(CONSENSUS_SOURCES)} (raw: the signed "
+                          "attributions the map stage stores with cam_store_raw=True; maps: the normalised maps)")
     return ConsensusSpec(
         enabled=bool(raw.get("enabled", True)), rule=rule, similarity=sim,
         sizes=None if sizes is None else tuple(int(s) for s in _tuple(sizes)), trials=int(raw.get("trials", 10)),
         seed=int(raw.get("seed", 0)), ap_pairs=None if raw.get("ap_pairs") is None else int(raw["ap_pairs"]),
         swap_evaluated=evaluated, swap_extra=tuple(int(v) for v in swap.get("extra", (1, 3))),
         swap_trials=int(swap.get("trials", 10 if evaluated else 0)), write_maps=bool(raw.get("write_maps", True)),
+        source=source,
     )
 
 
