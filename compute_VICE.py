@@ -9,11 +9,11 @@
 Any CSV with columns name_image, loss, miou works (the original miou_loss_*.csv too).
 Writes vice.json, vice_bins.png and loss_vs_ji.png beside the CSV (for a CSV not named
 per_sample.csv the names get its stem as prefix), or where --json says. Another metric M
-writes vice_M.json, vice_M_bins.png and loss_vs_M.png; `--metric all` also vice_metrics.json
-(one row per metric) and loss_vs_metrics.png. Metrics enter VICE oriented so that higher is
-better (deletion is negated); the JSON records metric and orientation. `--compare` writes
-vice_compare_M.json beside CSV_A (or --json): VICE(A) - VICE(B), paired bootstrap interval,
-permutation p-value.
+writes vice_M.json (its loss-bin means included; no bins figure) and loss_vs_M.png;
+`--metric all` also vice_metrics.json (one row per metric) and loss_vs_metrics.png. Metrics
+enter VICE oriented so that higher is better (deletion is negated); the JSON records metric
+and orientation. `--compare` writes vice_compare_M.json beside CSV_A (or --json):
+VICE(A) - VICE(B), paired bootstrap interval, permutation p-value.
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def output_paths(csv: Path, json_path: Path | None) -> tuple[Path, Path, Path]:
 
 
 def metric_output_paths(csv: Path, metric: str, json_path: Path | None) -> tuple[Path, Path, Path]:
-    """``vice_<metric>.json``, ``vice_<metric>_bins.png``, ``loss_vs_<metric>.png`` (miou: :func:`output_paths`)."""
+    """``vice_<metric>.json``, ``vice_<metric>_bins.png`` (not written for a map metric: its bins are in the
+    JSON), ``loss_vs_<metric>.png`` (miou: :func:`output_paths`)."""
     if metric == "miou":
         return output_paths(csv, json_path)
     if json_path is not None:

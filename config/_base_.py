@@ -78,7 +78,7 @@ probe_cache_dir = ""            # "" = <work_dir_root>/feature_cache
 # ----------------------------------------------------------------------- maps
 gen_mask_for_multi_crop = False  # original pipeline switch: run the map stage
 weights = "best.pth"
-cam_method = "cam"              # CNN: cam | gradcam | gradcam++ | scorecam | layercam; ViT: transformer_attribution | rollout | attention_gradcam | vit_gradcam; both: gradient | input_x_gradient | integrated_gradients | smoothgrad | occlusion | rise | lime; CNN: guided_backprop | lrp (docs/METHODS.md)
+cam_method = "cam"              # CNN: cam | gradcam | gradcam++ | scorecam | layercam; ViT: transformer_attribution | rollout | attention_gradcam | vit_gradcam; both: gradient | input_x_gradient | integrated_gradients | smoothgrad | occlusion | rise | lime; CNN: guided_backprop | lrp; B-cos probe heads: bcos (docs/METHODS.md)
 cam_scales = (1.0,)             # the original: scale 1.0 plus its flip
 cam_flip = True
 cam_classes = "gt"              # gt (original) | pred | all

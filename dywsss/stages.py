@@ -34,6 +34,22 @@ VICE_OUTPUTS = ("vice.json", "vice_bins.png", "loss_vs_ji.png", "vice_metrics.js
 GRIDPG_OUTPUTS = ("gridpg.json", "gridpg.csv", "gridpg.png")
 SANITY_OUTPUTS = ("sanity.json", "sanity_cascade.png", "sanity_metrics.png")
 COMPARE_OUTPUTS = ("compare_methods.json", "compare_methods.png")
+#: ``key=value`` arguments left out of a stage's recorded command (:attr:`Stage.key`): they set only how
+#: fast a stage runs (batch sizes, loader workers), never what it computes (batched equals one-at-a-time is
+#: tested: tests/test_maps_engine.py, test_attribution_common.py, test_faithfulness.py; GridPG's batches are
+#: explainer calls), so changing them redoes no finished stage. (Training draws its augmentation per loader
+#: worker, so another ``num_workers`` would be another draw of the same recipe: no reason to retrain either.)
+SPEED_ONLY_KEYS: frozenset[str] = frozenset({"cam_batch_size", "attr_batch_size", "insdel_batch_size",
+                                             "gridpg_batch_size", "num_workers"})
+#: Keys that only the stages after training read (maps, metrics, figures): the training stage's record leaves
+#: them out, so choosing another method, metric or bootstrap size never retrains a model.
+EVAL_ONLY_KEYS: frozenset[str] = frozenset({
+    "infer_list", "eval_list", "weights", "gen_mask_for_multi_crop", "attr_batch_size", "perturbation_score",
+    "vit_map_protocol", "map_tag", "loss_input", "pred_threshold", "ji_definition", "eval_thresh", "ece_bins",
+    "ece_binning", "vice_bins", "bootstrap", "fignote", "map_metrics", "pg_tolerance",
+})
+EVAL_ONLY_PREFIXES: tuple[str, ...] = ("cam_", "ig_", "smoothgrad_", "occlusion_", "rise_", "lime_", "insdel_",
+                                       "gridpg_", "sanity_")
 
 
 class StageError(RuntimeError):
@@ -59,6 +75,7 @@ class Stage:
     check: Callable[[], str | None] | None = None
     resume_args: tuple[str, ...] = ()
     fresh_args: tuple[str, ...] = ()
+    ignored: Callable[[str], bool] | None = None  # further ``key=value`` arguments its record leaves out
 
     def input_paths(self) -> list[Path]:
         return [Path(p) for p in (self.inputs() if callable(self.inputs) else self.inputs)]
@@ -68,8 +85,19 @@ class Stage:
 
     @property
     def key(self) -> list[str]:
-        """The command as recorded: without the interpreter, which may differ between shells."""
-        return list(self.command[1:])
+        """The command as recorded: without the interpreter, which may differ between shells, and without
+        the ``key=value`` arguments of :data:`SPEED_ONLY_KEYS` (and those ``ignored`` names)."""
+        return [a for a in self.command[1:] if not (_option_key(a) in SPEED_ONLY_KEYS
+                                                    or (self.ignored is not None and self.ignored(_option_key(a))))]
+
+
+def _option_key(arg: str) -> str:
+    return arg.split("=", 1)[0] if "=" in arg and not arg.startswith("-") else ""
+
+
+def eval_only(key: str) -> bool:
+    """True for a key only the stages after training read (:data:`EVAL_ONLY_KEYS`, :data:`EVAL_ONLY_PREFIXES`)."""
+    return key in EVAL_ONLY_KEYS or key.startswith(EVAL_ONLY_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -245,6 +273,9 @@ class StudyPlan:
     cam_dir: Path
     eval_dir: Path
     report: Path
+    #: The evaluation list and the weights file (name in ``model/``) the evaluation stages use.
+    list_file: Path
+    weights: str
     recipe: str = ""
 
 
@@ -300,7 +331,7 @@ def study_stages(
               inputs=cfg_inputs + data_inputs,
               outputs=[paths.model_dir / "best.pth", paths.model_dir / "last.pth"],
               check=_checkpoint_check(paths.model_dir / "last.pth", training_epochs(cfg)),
-              resume_args=("resume=True",), fresh_args=("overwrite=True",)),
+              resume_args=("resume=True",), fresh_args=("overwrite=True",), ignored=eval_only),
         Stage("maps", (python, driver, str(config), "--options", "gen_mask_for_multi_crop=True", *opts,
                        f"weights={wts}", f"infer_list={lst_value}"),
               inputs=[wfile, lst], outputs=cams, fresh_args=("overwrite=True",)),
@@ -340,5 +371,5 @@ def study_stages(
               outputs=[report]),
     ]
     stamps = paths.log_dir / (f"stages_{tag}.json" if tag else "stages.json")
-    return StudyPlan(stages, paths.root, stamps, cam_dir, eval_dir, report,
+    return StudyPlan(stages, paths.root, stamps, cam_dir, eval_dir, report, lst, wts,
                      describe_recipe(cfg))

@@ -8,10 +8,12 @@
 Each method runs the evaluation stages (maps, ji_curve, per_sample, ece, vice) with
 cam_method=<m> map_tag=<m>, so finished methods are skipped and the trained stages never
 rerun; map_metrics always includes epg, pg, insertion and deletion (insdel_steps from the
-config or --options). Writes work_dirs/S/compare_methods.{md,csv,tex,png,json} and refreshes
-work_dirs/S/report.html ("Methods compared"). Method parameters in --options (ig_steps,
-rise_masks, ...) reach only the methods that use them. Run from the repository root (the
-config's data paths are relative to it). See docs/METHODS.md, "Comparing methods on one model".
+config or --options). Writes work_dirs/S/compare_methods.{md,csv,tex,png,json}, read from the
+evaluation the stages wrote (the list and weights of --list/--weights, --options or the config),
+and refreshes work_dirs/S/report.html ("Methods compared"). A failing stage stops the run with
+its exit status. Method parameters in --options (ig_steps, rise_masks, ...) reach only the
+methods that use them. Run from the repository root (the config's data paths are relative
+to it). See docs/METHODS.md, "Comparing methods on one model".
 """
 from __future__ import annotations
 
@@ -40,11 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error("--jobs must be >= 1")
+    from dywsss.stages import StageError
     from dywsss.study.methods import compare_methods
 
     force = True if args.force == [] else (args.force or ())
-    comparison = compare_methods(args.session, args.methods, args.config, args.options, args.jobs, force,
-                                 args.dry_run, args.list, args.weights)
+    try:
+        comparison = compare_methods(args.session, args.methods, args.config, args.options, args.jobs, force,
+                                     args.dry_run, args.list, args.weights)
+    except StageError as exc:  # the stage printed its own error above (or in log/compare_<method>.log)
+        print(f"compare_methods: {exc}", file=sys.stderr)
+        return exc.returncode
     if comparison is not None:
         md = Path(args.session) / "compare_methods.md"
         sys.stdout.write(md.read_text())

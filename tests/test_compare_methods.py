@@ -203,6 +203,86 @@ def test_a_method_its_explainer_refuses_is_a_config_error_naming_it_before_any_w
     assert tree_hashes(root) == before
 
 
+def test_dry_run_with_several_jobs_writes_nothing(session, capsys):
+    from dywsss.study.methods import compare_methods
+
+    root = session["root"]
+    before = tree_hashes(root)
+    files = sorted(root.rglob("*"))
+    assert compare_methods(root, ",".join(METHODS), options=OPTIONS, jobs=2, force=True, dry_run=True) is None
+    assert sorted(root.rglob("*")) == files and tree_hashes(root) == before
+    assert not list((root / "log").glob("compare_*.log"))
+    out = capsys.readouterr().out
+    assert all(f"[{m}] [maps] redo: forced" in out for m in METHODS)  # it did say what would run
+
+
+def test_a_failing_stage_is_one_line_on_stderr_and_its_exit_status(session, capsys):
+    """scripts/compare_methods.py as scripts/run_stages.py: the stage's status, no traceback, nothing recorded."""
+    root = session["root"]
+    before = tree_hashes(root)
+    script = runpy.run_path(str(ROOT / "scripts" / "compare_methods.py"), run_name="compare_methods_cli")
+    calls = []
+
+    def failing(cmd, cwd=None, stdout=None, stderr=None, env=None):
+        calls.append(list(cmd))
+        return subprocess.CompletedProcess(cmd, 3)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(stages_mod.subprocess, "run", failing)
+        rc = script["main"]([str(root), "--methods", "cam", "--options", *OPTIONS, "--force", "cam"])
+    err = capsys.readouterr().err
+    assert rc == 3 and len(calls) == 1 and Path(calls[0][1]).name == "run_resnet50.py"
+    assert err.startswith("compare_methods: stage maps failed (exit status 3): ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and tree_hashes(root) == before
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_table_comes_from_the_weights_the_stages_used(session, tmp_path):
+    """A copy of the trained session with a last.pth that differs from best.pth, and no untagged evaluation.
+    One method alone on it (its only evaluation is eval/val_best_cam, which must not be read as list
+    'val_best', weights 'cam'), then the same method with --options weights=last.pth: the table must come
+    from last.pth's evaluation, not from the session config's weights (best.pth)."""
+    import shutil
+
+    from dywsss.study.methods import compare_methods
+
+    root, s2 = session["root"], tmp_path / "s2"
+    (s2 / "model").mkdir(parents=True)
+    shutil.copy2(root / "config.py", s2 / "config.py")
+    shutil.copy2(root / "model" / "best.pth", s2 / "model" / "best.pth")
+    ckpt = torch.load(root / "model" / "last.pth", map_location="cpu", weights_only=True)
+    key = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][key] = ckpt["model"][key] + 1.0
+    torch.save(ckpt, s2 / "model" / "last.pth")
+
+    def check(comparison, weights: str) -> None:
+        ev = s2 / "eval" / f"val_{weights}_cam"
+        record = json.loads((s2 / "compare_methods.json").read_text())
+        assert (record["list"], record["weights"]) == ("val", weights)
+        assert record["weights_sha256"] == _sha(s2 / "model" / f"{weights}.pth")
+        assert record["methods"]["cam"]["eval_dir"] == f"eval/val_{weights}_cam"
+        maps_meta = json.loads((s2 / "test" / f"cam_val_{weights}_cam" / "maps_meta.json").read_text())
+        assert maps_meta["weights_sha256"] == _sha(s2 / "model" / f"{weights}.pth")
+        curve = json.loads((ev / "ji_curve.json").read_text())
+        vices = json.loads((ev / "vice_metrics.json").read_text())["metrics"]
+        table = pd.read_csv(s2 / "compare_methods.csv")
+        assert list(table["method"]) == ["cam"] and list(comparison.frame["method"]) == ["cam"]
+        assert table.loc[0, "best_miou"] == pytest.approx(curve["best_miou"], rel=1e-12, abs=0)
+        assert table.loc[0, "vice_miou"] == pytest.approx(vices["miou"]["vice"], rel=1e-12, abs=0)
+
+    with pytest.MonkeyPatch.context() as mp:
+        _patch_stages(mp)
+        check(compare_methods(s2, "cam", options=OPTIONS, log=lambda s: None), "best")
+        assert not (s2 / "eval" / "val_best").exists()  # there is no untagged evaluation to fall back on
+        check(compare_methods(s2, "cam", options=[*OPTIONS, "weights=last.pth"], log=lambda s: None), "last")
+    assert _sha(s2 / "model" / "last.pth") != _sha(s2 / "model" / "best.pth")
+    losses = [pd.read_csv(s2 / "eval" / f"val_{w}_cam" / "per_sample.csv")["loss"] for w in ("best", "last")]
+    assert not losses[0].equals(losses[1])  # two evaluations of two models, the table took the second
+
+
 def test_outputs_of_other_weights_are_refused_and_the_report_says_so(session):
     """Weights replaced with an old mtime (copied with their time): the runner sees nothing newer, the chain
     check does; no table is written from them."""

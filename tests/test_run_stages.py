@@ -199,3 +199,59 @@ def test_map_tag_keeps_a_method_apart(tmp_path):
     assert plan.eval_dir == tmp_path / "s3" / "eval" / "val_best_gradcam"
     assert plan.report == tmp_path / "s3" / "report_gradcam.html" and plan.stamp_file.name == "stages_gradcam.json"
     assert st["report"].command[-2:] == ("--tag", "gradcam")
+
+
+def test_speed_only_keys_are_not_part_of_the_recorded_command(tmp_path):
+    """A finished stage stays "skip" when only a batch size or the loader's workers change (results do not
+    depend on them), and is redone when the method changes."""
+    from dywsss.stages import SPEED_ONLY_KEYS
+
+    out, calls = tmp_path / "maps.txt", tmp_path / "calls.txt"
+    writer = ("import sys, pathlib; pathlib.Path(sys.argv[1]).write_text('x'); "
+              "open(sys.argv[2], 'a').write(' '.join(sys.argv[3:]) + '\\n')")
+
+    def maps(*opts):
+        return Stage("maps", (sys.executable, "-c", writer, str(out), str(calls), "--options", *opts), outputs=[out])
+
+    stamps, msgs = tmp_path / "stamps.json", []
+    first = maps("cam_method=cam", "cam_batch_size=8", "num_workers=2")
+    assert run_stages([first], stamps, log=msgs.append) == ["maps"]
+    assert json.loads(stamps.read_text())["maps"]["command"] == ["-c", writer, str(out), str(calls), "--options",
+                                                                "cam_method=cam"]
+    assert run_stages([maps("cam_method=cam", "cam_batch_size=1", "num_workers=0")], stamps, log=msgs.append) == []
+    assert msgs[-1] == "[maps] up to date, skipped"
+    every = [f"{k}=3" for k in sorted(SPEED_ONLY_KEYS)]
+    assert decide(maps("cam_method=cam", *every), json.loads(stamps.read_text())["maps"]["command"]).action == "skip"
+    assert run_stages([maps("cam_method=gradcam", "cam_batch_size=8")], stamps, log=msgs.append) == ["maps"]
+    assert msgs[-2].startswith("[maps] redo: its command changed since it last ran")
+    assert _lines(calls) == ["--options cam_method=cam cam_batch_size=8 num_workers=2",
+                             "--options cam_method=gradcam cam_batch_size=8"]
+    # the study's own map stage: the same recorded command whatever the batch size
+    def plan(*opts):
+        return {s.name: s for s in study_stages("config/demo.py", "s", [f"work_dir_root={tmp_path}", *opts]).stages}["maps"]
+
+    assert plan("cam_batch_size=2", "num_workers=0").key == plan().key != plan("cam_method=gradcam").key
+    assert "cam_batch_size=2" in plan("cam_batch_size=2").command  # it still reaches the stage
+
+
+def test_evaluation_keys_never_retrain_but_training_keys_do(tmp_path):
+    """The training stage's record leaves out what only later stages read (method, metrics, bootstrap, ...):
+    asking for another method or metric keeps a finished training "skip"; a training key redoes it."""
+    def train(*opts):
+        plan = study_stages("config/demo.py", "s", [f"work_dir_root={tmp_path}", *opts])
+        return {s.name: s for s in plan.stages}
+
+    base = train()["train"]
+    evaluation = train("cam_method=gradcam", "map_tag=gradcam", "bootstrap=10", "gridpg_n_grids=3",
+                       "map_metrics=[epg]", "ig_steps=8", "fignote=x")
+    assert evaluation["train"].key == base.key
+    assert "cam_method=gradcam" in evaluation["train"].command  # still passed on (the pipeline reads one config)
+    assert evaluation["maps"].key != train()["maps"].key  # the maps stage does change
+    model = tmp_path / "s" / "model"
+    model.mkdir(parents=True)
+    for name in ("best.pth", "last.pth"):
+        torch.save({"model": {}, "epoch": 6}, model / name)
+    assert decide(evaluation["train"], base.key).action == "skip"
+    for opt in ("max_epoches=7", "optimizer.lr=0.5", "crop_size=64", "adv_train=pgd_l2"):
+        assert train(opt)["train"].key != base.key, opt
+        assert decide(train(opt)["train"], base.key).action == "redo", opt

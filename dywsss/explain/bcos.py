@@ -9,7 +9,7 @@ the positive part, :meth:`BcosExplainer.contributions` the signed maps.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from mmengine.config import Config
@@ -18,14 +18,20 @@ from torch import nn
 from ..errors import ConfigError
 from ..models.probes import BcosMLPHead, is_bcos_probe
 from . import EXPLAINERS
+from .base import ExplainerBase
 
 
 @EXPLAINERS.register("bcos")
-class BcosExplainer:
-    """W(x) x of a :class:`~dywsss.models.probes.ProbeModel` with a B-cos head, at the feature grid."""
+class BcosExplainer(ExplainerBase):
+    """W(x) x of a :class:`~dywsss.models.probes.ProbeModel` with a B-cos head, at the feature grid.
+
+    Unsigned (``signed = False``): :meth:`explain` gives the positive part; :meth:`meta` records the head
+    and its exponent B in ``maps_meta.json``.
+    """
 
     input_size: tuple[int, int] | None = None
     batched: bool = True
+    signed: bool = False
 
     def __init__(self, model: nn.Module, cfg: Config | None = None) -> None:
         if not is_bcos_probe(model):
@@ -45,3 +51,7 @@ class BcosExplainer:
 
     def explain(self, images: torch.Tensor, classes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
         return [m.clamp(min=0) for m in self.contributions(images, classes)]
+
+    def method_params(self) -> dict[str, Any]:
+        return dict(head=self.model.head_name, b=[c.b for c in self.head.convs],  # B of each B-cos layer
+                    explanation="sum over channels of W(F) F at each feature-grid location, positive part")

@@ -14,8 +14,27 @@ from mmengine.config import Config
 from torch import nn
 
 from ..errors import ConfigError
+from ..models.builder import is_vit
 from . import EXPLAINERS
 from .base import ExplainerBase
+
+
+def require_feature_map(model: nn.Module, explainer_class: type) -> None:
+    """Refuse, at construction, a model whose ``forward_features`` gives patch tokens [B, N, D] (a timm ViT)
+    instead of the [B, C, h, w] feature map CAM and the Grad-CAM family read (their target layer).
+
+    One line naming the method (its registered name) and the network, so that scripts/compare_methods.py's
+    check before any work, and the map stage before its first image, stop there.
+    """
+    if not is_vit(model):  # ProbeModel puts a ViT backbone's tokens on their grid: a feature map
+        return
+    method = next((n for n in EXPLAINERS.names() if EXPLAINERS.get(n) is explainer_class), explainer_class.__name__)
+    network = (getattr(model, "pretrained_cfg", None) or {}).get("architecture") or type(model).__name__
+    raise ConfigError(
+        f"cam_method={method} needs a [B, C, h, w] feature map, but network {network} is not a CNN: its "
+        "features are patch tokens [B, N, D] (a ViT); use transformer_attribution, rollout, attention_gradcam, "
+        "vit_gradcam or an input-space method (gradient, integrated_gradients, ...)"
+    )
 
 
 def classifier_weight(model: nn.Module) -> torch.Tensor:
@@ -77,6 +96,7 @@ class CAM(ExplainerBase):
     batched: bool = True
 
     def __init__(self, model: nn.Module, cfg: Config | None = None) -> None:
+        require_feature_map(model, type(self))
         self.model = model.eval()
         self.weight = classifier_weight(model).detach()
         self._checked = False

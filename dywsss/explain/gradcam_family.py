@@ -8,8 +8,13 @@ map stage does the scaling, flips and normalisation for every method alike.
 
 Batching: every (image, class) pair is one row of the package's batch. For
 the gradient methods the backbone runs once per image and only the head is
-differentiated (a row per class costs a head pass); Score-CAM needs the whole
-network on masked images, so its rows are the images themselves.
+differentiated (a row is the image's features; a row per class costs a head
+pass); Score-CAM needs the whole network on masked images, so a row is the
+image itself, repeated once per class explained (the masked copies of a row
+are scored for its class).
+
+A model whose features are patch tokens (a ViT) is refused at construction
+(:func:`dywsss.explain.cam.require_feature_map`).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from torch import nn
 from ..errors import ConfigError
 from . import EXPLAINERS
 from .base import ExplainerBase
+from .cam import require_feature_map
 
 SCORECAM_BATCH = 64
 
@@ -60,6 +66,7 @@ class _PackageCAM(ExplainerBase):
     head_only: bool = True
 
     def __init__(self, model: nn.Module, cfg: Config | None = None) -> None:
+        require_feature_map(model, type(self))
         import pytorch_grad_cam  # deferred: the package pulls in cv2 and ttach
 
         self.model = model.eval()

@@ -15,8 +15,11 @@ reads the methods' outputs through ``load_run`` (which refuses stale ones) and
 Everything is checked before any work: the session, its weights, the method names,
 the options (keys and values, as every stage does), and each method's explainer is
 built on the trained network, so a method the network cannot use (``lrp`` on a ViT,
-``guided_backprop`` without ReLUs) or a bad method parameter is a one-line
-``ConfigError`` naming it.
+``guided_backprop`` without ReLUs, ``cam`` and the Grad-CAM family on a ViT, whose
+features are tokens) or a bad method parameter is a one-line ``ConfigError`` naming it.
+The table is read from the evaluation the stages wrote: the list and weights of the
+stages' plan (``--list``/``--weights``, ``--options eval_list=... weights=...`` or the
+config's), never guessed from the session.
 
 Option routing, so that changing one method's parameter redoes only that method:
 a method parameter (a key that a compared method's explainer reports in its
@@ -56,6 +59,9 @@ class MethodPlan:
     stamp_file: Path
     cam_dir: Path
     eval_dir: Path
+    #: The evaluation list and the weights file (name in ``model/``) its stages use.
+    list_file: Path
+    weights: str
 
 
 def parse_methods(text: str | Sequence[str]) -> list[str]:
@@ -170,7 +176,8 @@ def plan_methods(session: PathLike, methods: Sequence[str], config: PathLike | N
         metric_plan = study_stages(config, session.name, [*mine, metrics], list_file, weights)
         stages = [s for s in maps_plan.stages if s.name in ("maps", "ji_curve")] + \
                  [s for s in metric_plan.stages if s.name in EVAL_STAGES and s.name not in ("maps", "ji_curve")]
-        plans.append(MethodPlan(m, m, stages, maps_plan.stamp_file, maps_plan.cam_dir, maps_plan.eval_dir))
+        plans.append(MethodPlan(m, m, stages, maps_plan.stamp_file, maps_plan.cam_dir, maps_plan.eval_dir,
+                                maps_plan.list_file, maps_plan.weights))
     return plans
 
 
@@ -194,12 +201,13 @@ def _run_one(plan: MethodPlan, force: bool, dry_run: bool, log_file: Path | None
 def run_method_plans(plans: Sequence[MethodPlan], jobs: int = 1, force: Iterable[str] | bool = (),
                      dry_run: bool = False) -> dict[str, list[str]]:
     """Run each method's stages (``jobs`` methods at a time; with more than one, each method's stage output
-    goes to ``<session>/log/compare_<method>.log``); returns {method: stages run}."""
+    goes to ``<session>/log/compare_<method>.log``); returns {method: stages run}. A dry run only prints what
+    would run, one method after the other, and writes nothing."""
     forced = {p.method for p in plans} if force is True else set(force or ())
     unknown = forced - {p.method for p in plans}
     if unknown:
         raise ConfigError(f"--force: {', '.join(sorted(unknown))} not among --methods")
-    if jobs <= 1 or len(plans) <= 1:
+    if dry_run or jobs <= 1 or len(plans) <= 1:
         return {p.method: _run_one(p, p.method in forced, dry_run, None, None) for p in plans}
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -218,19 +226,28 @@ def compare_methods(session: PathLike, methods: Sequence[str] | str, config: Pat
     what would run and returns None."""
     session = Path(session)
     plans = plan_methods(session, methods, config, options, list_file, weights)
+    lst, wts = evaluation_of(plans)  # what the stages write, so what the table is read from
     ran = run_method_plans(plans, jobs, force, dry_run)
     if dry_run:
         return None
     for m, names in ran.items():
         log(f"[{m}] {'ran ' + ', '.join(names) if names else 'up to date, nothing ran'}")
-    lst = Path(list_file).stem if list_file else None
-    comparison = collect_comparison(session, {p.method: p.tag for p in plans}, lst, weights)
+    comparison = collect_comparison(session, {p.method: p.tag for p in plans}, lst, wts)
     title = f"{session.name}: {len(plans)} methods"
     for path in write_comparison(session, comparison, title):
         log(f"wrote {path}")
     if refresh_report and (session / "report.html").is_file():
         _refresh_report(session, comparison, log)
     return comparison
+
+
+def evaluation_of(plans: Sequence[MethodPlan]) -> tuple[str, str]:
+    """(list stem, weights stem) of the evaluation the plans' stages write, which the table is read from."""
+    evals = {(p.list_file.stem, Path(p.weights).stem) for p in plans}
+    if len(evals) != 1:
+        raise ConfigError("--methods: the methods would be evaluated on different lists or weights "
+                          f"({', '.join(sorted('/'.join(e) for e in evals))}); compare them on one")
+    return evals.pop()
 
 
 def _refresh_report(session: Path, comparison: Comparison, log: Callable[[str], None]) -> None:
@@ -246,5 +263,5 @@ def _refresh_report(session: Path, comparison: Comparison, log: Callable[[str], 
     log(f"report: {path} (section 'Methods compared')")
 
 
-__all__ = ["METRIC_KEYS", "MethodPlan", "compare_methods", "method_parameter_keys", "parse_methods",
-           "plan_methods", "route_options", "run_method_plans"]
+__all__ = ["METRIC_KEYS", "MethodPlan", "compare_methods", "evaluation_of", "method_parameter_keys",
+           "parse_methods", "plan_methods", "route_options", "run_method_plans"]
