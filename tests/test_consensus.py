@@ -1,6 +1,7 @@
 """Cross-model consensus (beyond-spec §2): voting rules, scores, sigma, AP, committees, the one-pass builder."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -178,10 +179,10 @@ def test_build_consensus_matches_a_direct_computation(tiny_committee, tmp_path):
         keep = mask != 255
         expect_ap.append([slow_ap(mask[keep] == cls + 1, stack[j][keep]) for j in range(3)])
         expect_cons_ap.append(slow_ap(mask[keep] == cls + 1, c[keep]))
-        # the written consensus map is c / max(c)
+        # the written consensus map is c min-max normalised to [0, 1]
         classes, cams = load_maps(tmp_path / "cons" / f"{name}.npz")
         got = cams[list(classes).index(cls)].reshape(-1)
-        assert got == pytest.approx(c / c.max(), abs=1e-3)  # float16 storage
+        assert got == pytest.approx((c - c.min()) / (c.max() - c.min()), abs=1e-6)  # float32 storage
     expect_cos = np.array(expect_cos)
     assert run.pair_scores("cosine") == pytest.approx(expect_cos)
     assert run.member_scores("cosine") == pytest.approx(expect_cos.mean(0))
@@ -256,3 +257,57 @@ def test_correlations_across_members(tiny_committee):
     s = run.member_scores()
     assert c.pearson == pytest.approx(stats.pearsonr(s, acc).statistic)
     assert c.spearman_p == pytest.approx(stats.spearmanr(s, acc).pvalue)
+
+
+def test_written_signed_consensus_keeps_the_votes_ranking_and_ap(tmp_path):
+    """A signed (raw) l2 vote: the written map is min-max(c), so its AP against the mask equals the
+    recorded consensus AP, for a vote that is negative everywhere and for one of mixed sign; a
+    constant vote is written as zeros (its AP, the share of positives, is unchanged too)."""
+    rng = np.random.default_rng(5)
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    shape = (6, 8)
+    masks = {n: rng.choice([0, 3, 255], size=shape, p=[0.55, 0.35, 0.1]).astype(np.uint8)
+             for n in ("neg", "mixed", "flat")}
+    for name, m in masks.items():
+        Image.fromarray(m, mode="L").save(gt / f"{name}.png")
+    labels = {n: [2] for n in masks}
+    raw = {n: [] for n in masks}
+    members = []
+    for j in range(3):
+        folder = tmp_path / f"m{j}"
+        for name in masks:
+            if name == "neg":
+                r = -rng.random(shape) - 0.1  # every pixel negative: the vote's max is < 0
+            elif name == "mixed":
+                r = rng.normal(0.0, 1.0, shape)
+            else:
+                r = np.full(shape, -2.0 + 1.5 * j)  # constant per member: the vote is constant
+            raw[name].append(r.reshape(-1))
+            save_maps(folder / f"{name}.npz", np.array([2]), np.zeros((1, *shape), np.float32), dtype="float32",
+                      raw=r[None].astype(np.float32))
+        members.append(Member(f"m{j}", folder))
+    out = tmp_path / "cons"
+    run = build_consensus(members, list(masks), labels, gt, rule="l2", out_dir=out, source="raw", progress=False)
+    assert [n for n, _ in run.pairs] == list(masks)
+    written_ap = []
+    for p, name in enumerate(masks):
+        stack = np.stack(raw[name]).astype(np.float32).astype(np.float64)  # the stored float32 raw maps
+        norms = np.linalg.norm(stack, axis=1, keepdims=True)
+        c = (stack / norms).mean(0)  # the l2 vote, by hand
+        keep = masks[name].reshape(-1) != 255
+        y = masks[name].reshape(-1)[keep] == 3
+        classes, cams = load_maps(out / f"{name}.npz")
+        got = cams[0].reshape(-1).astype(np.float64)
+        if name == "flat":
+            assert np.ptp(c) < 1e-12 and not got.any()  # constant vote -> zeros
+        else:
+            assert got.min() == 0.0 and got.max() == 1.0
+            assert got == pytest.approx((c - c.min()) / (c.max() - c.min()), abs=1e-6)
+        expected = average_precision_score(y, c[keep])
+        assert run.committee_ap[p, 0] == pytest.approx(expected, rel=1e-12)
+        written_ap.append(average_precision_score(y, got[keep]))
+        assert written_ap[-1] == pytest.approx(run.committee_ap[p, 0], rel=1e-12)
+    assert run.consensus_ap() == pytest.approx(np.mean(written_ap), rel=1e-12)
+    meta = json.loads((out / "consensus_meta.json").read_text())
+    assert meta["source"] == "raw" and meta["normalisation"].startswith("min-max")

@@ -103,22 +103,40 @@ def test_cells_must_be_in_dependency_order(tmp_path):
         run_cells([fake(tmp_path, "b", depends=("zzz",))], status(tmp_path), log=quiet)
 
 
+def threads_cell(tmp: Path) -> Cell:
+    """A cell that writes the OMP_NUM_THREADS and MKL_NUM_THREADS it was started with."""
+    out = tmp / "threads.out"
+    code = ("import os, sys; open(sys.argv[1], 'w').write(' '.join(os.environ.get(k, 'unset') "
+            "for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')))")
+    return Cell("threads", (sys.executable, "-c", code, str(out)), (out,), tmp / "logs" / "threads.log")
+
+
+def test_local_cells_get_threads_per_cell(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert run_cells([threads_cell(tmp_path)], status(tmp_path), jobs=1, threads_per_cell=3, log=quiet) == dict(
+        threads="done")
+    assert (tmp_path / "threads.out").read_text() == "3 3"
+
+
 def test_submitit_local_executor_runs_a_two_cell_study_end_to_end(tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the job processes import this checkout's dywsss
     monkeypatch.chdir(ROOT)
     executor = submitit.AutoExecutor(folder=str(tmp_path / "submitit"), cluster="local")
     executor.update_parameters(timeout_min=5)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     cells = [fake(tmp_path, "first"), fake(tmp_path, "second", depends=("first",)),
-             fake(tmp_path, "broken", fail=True)]
-    state = run_cells(cells, status(tmp_path), executor=executor, log=quiet)
-    assert state == dict(first="done", second="done", broken="failed")
+             fake(tmp_path, "broken", fail=True), threads_cell(tmp_path)]
+    state = run_cells(cells, status(tmp_path), threads_per_cell=3, executor=executor, log=quiet)
+    assert state == dict(first="done", second="done", broken="failed", threads="done")
     assert (tmp_path / "second.out").read_text() == "second"
+    assert (tmp_path / "threads.out").read_text() == "3 3"  # threads_per_cell reached the job
     assert sorted(runs(tmp_path)) == ["broken", "first", "second"]
     assert list((tmp_path / "submitit").iterdir())  # the jobs' own folders
     # rerun through submitit: nothing finished is resubmitted
-    state = run_cells(cells, status(tmp_path), executor=executor, log=quiet)
-    assert state == dict(first="up_to_date", second="up_to_date", broken="failed")
+    state = run_cells(cells, status(tmp_path), threads_per_cell=3, executor=executor, log=quiet)
+    assert state == dict(first="up_to_date", second="up_to_date", broken="failed", threads="up_to_date")
     assert sorted(runs(tmp_path)) == ["broken", "broken", "first", "second"]
 
 
@@ -239,11 +257,34 @@ def test_dry_run_lists_cells_without_running(tmp_path, capsys):
     (MODELS + "ood = dict(corruptions=['contrast'], severities=[9], source=dict(list='a', voc12_root='b', "
               "cls_label='c'))\n", r"severities=\[9\]"),
     (MODELS + "extra_key = 1\n", "unknown key.*extra_key"),
+    (MODELS.replace('"max_epoches=2"', '"fignote=mine"'), "model 'vit'.*option fignote is set by the study runner"),
+    (MODELS + "options = dict(fignote='all')\n", "model 'r18'.*option fignote is set by the study runner"),
+    (MODELS + "ood = dict(corruptions=['contrast'], source=dict(list='a', voc12_root='b', cls_label='c'))\n",
+     r"ood.corruptions=\['contrast'\] without severities"),
+    (MODELS + "ood = dict(severities=[2])\n", r"ood.severities=\[2\] without corruptions"),
+    (MODELS + "metrics = ['map', 'best_miou:gradcm']\n",
+     r"metrics: 'best_miou:gradcm' cannot be a models.csv column; available: map, acc_ml, .*method in cam, gradcam "
+     r"and q in best_miou, vice, consensus_score, mask_ap, vice_consensus, .*epg, .*vice_epg"),
+    (MODELS + "metrics = ['mAP']\n", "metrics: 'mAP' cannot be a models.csv column"),
     ("models = []\n", "models is empty"),
 ])
 def test_bad_study_configs_name_the_problem(tmp_path, body, match):
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match) as exc:
         load_study(write_study(tmp_path, body))
+    assert "\n" not in str(exc.value)
+
+
+def test_study_metrics_accept_every_column_models_csv_can_have(tmp_path):
+    ood = ("ood = dict(source=dict(list='data/demo/val.txt', voc12_root='data/demo/VOC2012', "
+           "cls_label='data/demo/cls_labels.json'), corruptions=['contrast'], severities=[2])\n")
+    good = ["map", "ood_map", "ece_ml", "ood_map:val_contrast_s2", "best_miou:cam", "consensus_score:gradcam",
+            "epg:cam", "deletion_norm:gradcam", "vice_deletion:cam", "vice_epg_box:gradcam"]
+    spec = load_study(write_study(tmp_path, MODELS + ood + f"metrics = {good!r}\n"))
+    assert spec.report.metrics == tuple(good)
+    with pytest.raises(ConfigError, match="'ood_map:val_contrast_s3' cannot be.*ood_map:val_contrast_s2"):
+        load_study(write_study(tmp_path, MODELS + ood + "metrics = ['ood_map:val_contrast_s3']\n"))
+    with pytest.raises(ConfigError, match="'epg:gradient' cannot be"):  # not a method of the study
+        load_study(write_study(tmp_path, MODELS + "metrics = ['epg:gradient']\n"))
 
 
 def test_option_values_that_cannot_pass_through_options_are_refused():
@@ -297,6 +338,31 @@ def test_an_existing_run_joins_without_training(tmp_path):
         load_study(write_study(tmp_path, f"models = [dict(name='x', session={str(tmp_path / 'nothing')!r})]\n"))
 
 
+def test_a_joined_run_keeps_its_input_size_unless_the_model_sets_it(tmp_path):
+    old = tmp_path / "old_run"
+    (old / "model").mkdir(parents=True)
+    (old / "config.py").write_text(f"_base_ = [{str(ROOT / 'config' / '_base_.py')!r}]\n"
+                                   "network = 'resnet18'\npretrained = False\nsession_name = 'old_run'\n"
+                                   "crop_size = 96\nresize_long = [96, 128]\n")  # a dumped config may hold a list
+    joined = f"dict(name='old', session={str(old)!r}"
+    trained = f"dict(name='new', config={str(ROOT / 'config/demo.py')!r})"
+    # the same size as the run's (a tuple against the saved list) and other common options pass
+    spec = load_study(write_study(tmp_path, f"models = [{joined})]\noptions = dict(crop_size=96, "
+                                             "resize_long=(96, 128), batch_size=4)\n"))
+    assert "batch_size=4" in spec.models[0].options
+    # a study-wide size that contradicts the run's config.py is refused, naming the model, key and both values
+    with pytest.raises(ConfigError, match=r"model 'old': the study's option crop_size=64 contradicts the joined run's "
+                                          rf"{old / 'config.py'} \(crop_size=96\)") as exc:
+        load_study(write_study(tmp_path, f"models = [{trained}, {joined})]\noptions = dict(crop_size=64)\n"))
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ConfigError, match=r"model 'old'.*resize_long=\(64, 96\).*resize_long=\(96, 128\)"):
+        load_study(write_study(tmp_path, f"models = [{joined})]\noptions = dict(resize_long=(64, 96))\n"))
+    # the model's own options may evaluate it at another size on purpose; a trained model takes the study's
+    spec = load_study(write_study(tmp_path, f"models = [{trained}, {joined}, options=dict(crop_size=64))]\n"
+                                             "options = dict(crop_size=64)\n"))
+    assert [("crop_size=64" in m.options) for m in spec.models] == [True, True]
+
+
 def test_a_probe_model_trains_in_its_own_cell_first(tmp_path):
     body = MODELS.replace('max_epoches=1)', 'max_epoches=1, probe="linear")')
     spec = load_study(write_study(tmp_path, body))
@@ -310,3 +376,20 @@ def test_a_probe_model_trains_in_its_own_cell_first(tmp_path):
     assert probe.outputs == (tmp_path / "work/runs/r18/model/best.pth", tmp_path / "work/runs/r18/model/last.pth")
     assert cells["r18_cam"].depends == ("r18_probe",) and "train" in _skipped(cells["r18_cam"].command)
     assert "train" not in _skipped(cells["vit_cam"].command)
+
+
+def test_submitit_cells_get_threads_per_cell_or_the_jobs_cpus(tmp_path, monkeypatch):
+    import dywsss.study as study
+    import dywsss.study.collect as collect
+
+    seen = []
+    monkeypatch.setattr(study, "make_submitit_executor", lambda folder, params: "executor")
+    monkeypatch.setattr(study, "run_cells", lambda cells, status, jobs, threads, executor, force, log:
+                        seen.append((threads, executor)) or {})
+    monkeypatch.setattr(collect, "collect_study", lambda spec, status, log: None)
+    for execution, threads in (("dict(backend='submitit', submitit=dict(cpus_per_task=4))", 4),
+                               ("dict(backend='submitit', threads_per_cell=2, submitit=dict(cpus_per_task=4))", 2),
+                               ("dict(backend='submitit')", 0), ("dict(backend='local')", 0)):
+        run_study(write_study(tmp_path, MODELS + f"execution = {execution}\n"), log=quiet)
+        assert seen[-1][0] == threads, execution
+    assert seen[-1][1] is None and seen[0][1] == "executor"

@@ -427,6 +427,17 @@ def load_member_maps(path: PathLike, source: str = "maps") -> tuple[np.ndarray, 
     return classes, raw
 
 
+#: how the written consensus maps are scaled (recorded in ``consensus_meta.json``)
+CONSENSUS_MAP_NORMALISATION = "min-max per class map to [0, 1] (constant: 0); pixel order, hence AP, as voted"
+
+
+def consensus_map_file(votes: np.ndarray) -> np.ndarray:
+    """The consensus maps ``votes`` [K, P] as written: each row min-max normalised to [0, 1], a
+    constant row as zeros. Increasing, so each row ranks its pixels as the vote did (a signed
+    ``l2`` vote keeps its negative evidence below the positive), and the AP is unchanged."""
+    return minmax_terms(votes)
+
+
 def _resize(cam: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if cam.shape == hw:
         return cam
@@ -447,9 +458,12 @@ def build_consensus(
     ``labels``: ``{image id: multi-hot [20] or class ids}`` (``load_cls_labels``). Sub-committee
     AP is computed on ``ap_pairs`` seeded random pairs (None: all); the full consensus and the
     members always on all pairs. ``out_dir``: also write the full consensus as map files
-    (``<id>.npz``, each class map divided by its maximum so it lies in [0, 1]; rankings, hence
-    AP, unchanged) for the JI stages. ``source``: vote the normalised maps (``maps``) or the signed
-    raw maps (``raw``, stored with ``cam_store_raw=True``); AP then ranks the voted values.
+    (``<id>.npz``, float32, each class map min-max normalised to [0, 1] by :func:`consensus_map_file`,
+    a constant map as zeros), for the JI stages; min-max is increasing, so the order of the pixels,
+    hence the AP against the mask, is that of the vote (to float32 resolution), also for a signed
+    (``raw``) vote.
+    ``source``: vote the normalised maps (``maps``) or the signed raw maps (``raw``, stored with
+    ``cam_store_raw=True``); AP then ranks the voted values.
     """
     VOTING_RULES.get(rule)
     if source not in MAP_SOURCES:
@@ -513,8 +527,8 @@ def build_consensus(
                 if t0 == 0:
                     consensus_maps.append(cons[0])
         if out_dir is not None:
-            cams = np.stack([_safe_div(c, np.full(1, c.max())) for c in consensus_maps]).reshape(len(classes), *hw)
-            save_maps(Path(out_dir) / f"{name}.npz", np.asarray(classes), np.clip(cams, 0.0, 1.0))
+            save_maps(Path(out_dir) / f"{name}.npz", np.asarray(classes),
+                      consensus_map_file(np.stack(consensus_maps)).reshape(len(classes), *hw), dtype="float32")
     provenance = dict(
         rule=rule, source=source, members=[dict(name=mb.name, map_dir=str(mb.map_dir),
                                  maps_sha256=sha256_files(Path(mb.map_dir) / f"{n}.npz" for n in names))
@@ -525,7 +539,9 @@ def build_consensus(
                        member_ap[:len(pairs)], committee_ap[:len(pairs)], committees, ap_mask[:len(pairs)],
                        provenance)
     if out_dir is not None:
-        write_json_atomic(Path(out_dir) / "consensus_meta.json", dict(method="consensus", **provenance))
+        write_json_atomic(Path(out_dir) / "consensus_meta.json",
+                          dict(method="consensus", normalisation=CONSENSUS_MAP_NORMALISATION, dtype="float32",
+                               **provenance))
     return run
 
 

@@ -35,6 +35,8 @@ from ..metrics.correlation import Correlation, correlate
 
 PathLike = str | os.PathLike
 ACCURACY = "map"
+#: columns that do not depend on the map method (``ood_map:<OOD list>`` per tree besides)
+MODEL_COLUMNS: tuple[str, ...] = ("map", "acc_ml", "ece_ml", "ood_map", "ood_acc_ml", "ood_ece_ml")
 #: explanation quantities, each higher-is-better, per method
 MAP_METRICS: tuple[str, ...] = ("best_miou", "vice", "consensus_score", "mask_ap", "vice_consensus")
 LABELS: dict[str, str] = {
@@ -55,6 +57,18 @@ def label(column: str) -> str:
     else:
         text = LABELS.get(base, base)
     return f"{text} ({method})" if method else text
+
+
+def known_columns(methods: Sequence[str], ood_lists: Sequence[str] = ()) -> list[str]:
+    """Every column ``models.csv`` can have for these study methods and OOD list stems: :data:`MODEL_COLUMNS`,
+    ``ood_map:<list>``, and per method :data:`MAP_METRICS`, each registered map metric's ``map_metrics.json``
+    entries (its name and per-image columns, e.g. ``deletion``, ``deletion_norm``) and their ``vice_`` forms."""
+    from ..metrics.map_metrics import MAP_METRICS as REGISTERED
+
+    entries = list(dict.fromkeys(c for n in REGISTERED.names() for c in (n, *REGISTERED.get(n).columns)))
+    per_method = [*MAP_METRICS, *entries, *(f"vice_{e}" for e in entries)]
+    return [*MODEL_COLUMNS, *(f"ood_map:{s}" for s in ood_lists),
+            *(f"{c}:{m}" for m in methods for c in per_method)]
 
 
 def explanation_columns(frame: pd.DataFrame, method: str) -> list[str]:

@@ -6,7 +6,9 @@
 See docs/STUDIES.md. Modules: :mod:`.spec` (the study config), :mod:`.cells` (cell kinds,
 registered by name), :mod:`.runner` (local pool or submitit job arrays, skip/resume),
 :mod:`.evaluation` (evaluation stages on OOD trees), :mod:`.collect` (tables, consensus,
-cross-model report).
+cross-model report), :mod:`.methods` (several attribution methods on one trained session,
+``scripts/compare_methods.py``, docs/METHODS.md), :mod:`.probes` (the probe study: a grid of
+probes on one frozen backbone, ``scripts/probe_study.py``, docs/PROBES.md).
 """
 from __future__ import annotations
 
@@ -73,9 +75,12 @@ def run_study(path: PathLike, jobs: int | None = None, backend: str | None = Non
         executor = None
         if (backend or spec.execution.backend) == "submitit":
             executor = make_submitit_executor(spec.root / "submitit", spec.execution.submitit)
+        threads = spec.execution.threads_per_cell
+        if executor is not None and threads <= 0:  # a job's threads: its allocation's CPUs, when they are set
+            threads = int(spec.execution.submitit.get("cpus_per_task") or 0)
         t0, load0 = time.perf_counter(), _load()
-        state = run_cells(cells, status, jobs if jobs is not None else spec.execution.jobs,
-                          spec.execution.threads_per_cell, executor, force, log)
+        state = run_cells(cells, status, jobs if jobs is not None else spec.execution.jobs, threads, executor, force,
+                          log)
         ran = [status.cells[n] for n, s in state.items() if s in ("done", "failed")]
         status.header["invocation"] = dict(
             finished=_dt.datetime.now().isoformat(timespec="seconds"), wall_seconds=round(time.perf_counter() - t0, 1),

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..config import SessionPaths
-from ..errors import ConfigError
 from ..io import write_text_atomic
 from ..registry import Registry
 from ..stages import REPO
-from .spec import ModelSpec, StudySpec, data_out, parse_options
+from .spec import ModelSpec, StudySpec, data_out, ood_trees, parse_options
 
 PathLike = str | os.PathLike
 
@@ -167,33 +166,6 @@ def data_cells(spec: StudySpec) -> list[Cell]:
     return [Cell("data", (spec.python, _script("scripts/make_demo_voc.py"), *shlex.split(spec.data_args)),
                  (out / "train_aug.txt", out / "val.txt", out / "cls_labels.json"), _log(spec, "data"),
                  meta=dict(kind="data"))]
-
-
-def _shift_list_stem(demo_args: str) -> str:
-    import argparse
-
-    from ..data.demo import DemoShift
-
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--hue-shift", type=float, default=0.0)
-    p.add_argument("--background", default="clutter")
-    known, _ = p.parse_known_args(shlex.split(demo_args))
-    shift = DemoShift(known.hue_shift, known.background)
-    if shift.is_identity:
-        raise ConfigError(f"ood.shift.demo_args={demo_args!r}: no shift (give --hue-shift and/or --background)")
-    return f"val_{shift.tag}"
-
-
-def ood_trees(spec: StudySpec) -> list[tuple[Path, str]]:
-    """Every OOD tree of the study with its list stem (known before the tree exists): corrupted
-    copies, the shifted demo set, and existing trees listed in ``ood.trees`` (read from their manifest)."""
-    from ..data.corruptions import ood_list_name, read_ood_manifest
-
-    trees = [(spec.ood_dir / f"{c}_s{s}", Path(ood_list_name(spec.ood.source["list"], c, s)).stem)
-             for c in spec.ood.corruptions for s in spec.ood.severities]
-    if spec.ood.shift_args is not None:
-        trees.append((data_out(spec.ood.shift_args), _shift_list_stem(spec.ood.shift_args)))
-    return trees + [(t, read_ood_manifest(t).name) for t in spec.ood.trees]
 
 
 @CELL_BUILDERS.register("ood_data")

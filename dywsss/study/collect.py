@@ -18,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -131,6 +132,12 @@ def _load_pass(path: Path, fingerprint: str) -> ConsensusRun | None:
                         d["committee_ap"], committees, d["ap_pairs"].astype(bool), json.loads(str(d["provenance"])))
 
 
+def _missing_maps(maps_dir: Path, run: ConsensusRun) -> list[str]:
+    """The files of ``maps/`` (``consensus_meta.json`` and one map file per image of the pass) that are absent."""
+    wanted = ["consensus_meta.json", *dict.fromkeys(f"{n}.npz" for n, _ in run.pairs)]
+    return [f for f in wanted if not (maps_dir / f).is_file()]
+
+
 def consensus_for_method(spec: StudySpec, method: str, runs: Mapping[tuple[str, str], RunSummary],
                          models: pd.DataFrame, notes: list[str], log: Callable[[str], None] = print) -> dict | None:
     """Build (or reuse) the consensus of ``method``'s committee and write its outputs; returns the summary."""
@@ -159,14 +166,20 @@ def consensus_for_method(spec: StudySpec, method: str, runs: Mapping[tuple[str, 
                                  cs.swap_trials if len(evaluated) else 0)
     settings = dict(rule=cs.rule, source=source, sizes=cs.sizes, trials=cs.trials, seed=cs.seed, ap_pairs=cs.ap_pairs,
                     swap=[evaluated, list(cs.swap_extra), cs.swap_trials], list=members[0].eval_list,
-                    labels=sha256_file(label_file), gt_dir=str(gt_dir))
+                    labels=sha256_file(label_file), gt_dir=str(gt_dir), write_maps=cs.write_maps)
     fingerprint = sha256_json(dict(settings, members=[(mb.name, sha256_files(Path(mb.map_dir) / f"{n}.npz"
                                                                             for n in names)) for mb in mem]))
+    maps_dir = out / "maps"
     run = _load_pass(out / "run.npz", fingerprint)
+    if run is not None and cs.write_maps and _missing_maps(maps_dir, run):
+        log(f"[consensus] {method}: {maps_dir} incomplete ({_missing_maps(maps_dir, run)[0]} missing); rebuilding")
+        run = None
     if run is None:
         log(f"[consensus] {method}: {len(mem)} members, {len(names)} images, voting the {source} maps ({why})")
+        if maps_dir.is_dir():  # maps of other inputs or settings must not outlive this pass
+            shutil.rmtree(maps_dir)
         run = build_consensus(mem, names, load_cls_labels(label_file), gt_dir, cs.rule, committees, cs.ap_pairs,
-                              cs.seed, out / "maps" if cs.write_maps else None, source=source)
+                              cs.seed, maps_dir if cs.write_maps else None, source=source)
         _save_pass(run, out / "run.npz", fingerprint)
     else:
         log(f"[consensus] {method}: inputs unchanged, reusing {out / 'run.npz'}")
@@ -302,7 +315,13 @@ def collect_study(spec: StudySpec, status: Mapping[str, Any] | None = None,
                 consensus[method] = s
     models.to_csv(root / "models.csv")
     methods = list(spec.methods)
-    columns = [c for c in (spec.report.metrics or default_columns(models, methods)) if c in models.columns]
+    columns = list(spec.report.metrics or default_columns(models, methods))
+    empty = [c for c in columns if c not in models.columns or not models[c].notna().any()]
+    if spec.report.metrics is not None and empty:  # names load_study accepted, without a value yet
+        notes.append(f"metrics: {', '.join(empty)} have no values in models.csv (unfinished or skipped runs); "
+                     "left out of the correlations")
+        log(f"[study] {notes[-1]}")
+    columns = [c for c in columns if c not in empty]
     corr = pairwise_correlations(models, columns, spec.report.n_boot, spec.report.level, spec.report.seed)
     corr.to_csv(root / "correlations.csv", index=False)
     answers = accuracy_answers(models, methods, spec.report.n_boot, spec.report.level, spec.report.seed,

@@ -15,7 +15,9 @@ CPU, to ``max(1, cores // threads_per_cell)``; ``OMP_NUM_THREADS`` and
 
 submitit: cells are grouped into dependency levels and each level is one
 ``executor.map_array`` job array (SLURM where it exists; ``cluster="local"`` or
-``"debug"`` run it here, as the tests do).
+``"debug"`` run it here, as the tests do). Each job gets the same thread variables
+(``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` = ``threads_per_cell``) when
+``threads_per_cell`` > 0, else the job's own environment.
 """
 from __future__ import annotations
 
@@ -119,7 +121,9 @@ def run_cells(
     """Run ``cells`` (in dependency order) and return ``{name: final status}``.
 
     ``executor``: a ``submitit`` executor (job arrays per dependency level); None runs
-    them here with a thread pool. ``force`` reruns finished cells too.
+    them here with a thread pool. Both give every cell ``OMP_NUM_THREADS`` and
+    ``MKL_NUM_THREADS`` (submitit: only when ``threads_per_cell`` > 0). ``force``
+    reruns finished cells too.
     """
     _check_graph(cells)
     by_name = {c.name: c for c in cells}
@@ -205,6 +209,7 @@ def run_cells(
                     except Exception as exc:  # the runner itself broke: report, keep going
                         record(CellResult(c.name, 1, 0.0, f"runner error: {exc}"))
     else:
+        env = _env(threads_per_cell, None) if threads_per_cell > 0 else None  # GPUs: the scheduler's
         while True:
             level = settle()
             if not level:
@@ -212,8 +217,9 @@ def run_cells(
             for c in level:
                 started.add(c.name)
                 status.update(c.name, status="submitted")
-            log(f"[study] submitting {len(level)} cell(s) as one job array: {', '.join(c.name for c in level)}")
-            jobs_ = executor.map_array(runner, level)
+            log(f"[study] submitting {len(level)} cell(s) as one job array: {', '.join(c.name for c in level)}"
+                + (f"; {threads_per_cell} thread(s) each" if env else ""))
+            jobs_ = executor.map_array(runner, level, [env] * len(level))
             for c, job in zip(level, jobs_):
                 try:
                     record(job.result())

@@ -28,7 +28,7 @@ from mmengine.config import Config, DictAction
 from ..config import ConfigKeyError, data_path, load_config
 from ..errors import ConfigError, MissingInputError
 from ..schema import network_problems
-from ..stages import TRANSFORMER_MARKERS
+from ..recipe import TRANSFORMER_MARKERS
 
 PathLike = str | os.PathLike
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -38,8 +38,10 @@ BACKENDS = ("local", "submitit")
 _UNSAFE = re.compile(r"[\s,\[\]()'\"]")
 #: stages of scripts/run_stages.py a study may leave out (nothing the study reads depends on them)
 OPTIONAL_STAGES = ("blob_maps", "blob_curve", "gridpg", "sanity")
-#: options the study runner sets itself
-RUNNER_KEYS = ("session_name", "work_dir_root", "cam_method", "map_tag")
+#: options the study runner sets itself (fignote: ``<model>/<method>``, the label of every figure)
+RUNNER_KEYS = ("session_name", "work_dir_root", "cam_method", "map_tag", "fignote")
+#: options that fix the network's input size: a joined run is evaluated at its own unless the model says otherwise
+INPUT_SIZE_KEYS = ("crop_size", "resize_long")
 #: where the consensus reads each member's map: auto (raw when every member stored it), raw, maps
 CONSENSUS_SOURCES = ("auto", "raw", "maps")
 
@@ -283,8 +285,11 @@ def _model(raw: Any, i: int, path: Path, methods: Mapping[str, Mapping[str, str]
     options = tuple(merged.values())
     for o in options:
         if o.split("=", 1)[0] in RUNNER_KEYS:
-            raise ConfigError(f"{where}: option {o.split('=', 1)[0]} is set by the study runner")
+            raise ConfigError(f"{where}: option {o.split('=', 1)[0]} is set by the study runner "
+                              f"({', '.join(RUNNER_KEYS)}; fignote=<model>/<method>)")
     cfg = _load_model_config(config, options, where)
+    if session is not None:
+        _check_input_size(session, cfg, parse_options(_options(raw.get("options"), where)), where)
     problems = network_problems(cfg)
     if problems:
         raise ConfigError(f"{where}: {'; '.join(problems)}")
@@ -303,6 +308,22 @@ def _model(raw: Any, i: int, path: Path, methods: Mapping[str, Mapping[str, str]
     lst = str(eval_list or cfg.get("eval_list") or cfg.get("infer_list"))
     return ModelSpec(name, config, options, family, chosen, str(data_path(cfg, lst)), str(weights or cfg.weights),
                      session, str(cfg.get("probe") or ""))
+
+
+def _plain(v: Any) -> Any:
+    """Lists as tuples (mmengine keeps a tuple option as a tuple, a saved config may hold a list)."""
+    return tuple(_plain(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
+def _check_input_size(session: Path, cfg: Config, own: Mapping[str, Any], where: str) -> None:
+    """A joined run keeps the input size it was trained at: a study option that changes ``crop_size`` or
+    ``resize_long`` from the run's ``config.py`` is refused unless the model's own options set it."""
+    saved = _load_model_config(session / "config.py", (), where)
+    for key in INPUT_SIZE_KEYS:
+        if key not in own and _plain(cfg.get(key)) != _plain(saved.get(key)):
+            raise ConfigError(f"{where}: the study's option {key}={_plain(cfg.get(key))} contradicts the joined run's "
+                              f"{session / 'config.py'} ({key}={_plain(saved.get(key))}); the model was trained at that "
+                              f"input size: drop it from the study's options or set {key} in this model's own options")
 
 
 def _load_model_config(config: Path, options: Sequence[str], where: str) -> Config:
@@ -349,12 +370,32 @@ def load_study(path: PathLike, work_dir: PathLike | None = None) -> StudySpec:
         raise ConfigError(f"{path}: model names repeat: {', '.join(dup)}")
     root = Path(work_dir or cfg.get("work_dir") or Path("work_dirs") / name)
     data = cfg.get("data") or {}
-    return StudySpec(
+    spec = StudySpec(
         name=name, path=path, root=root, python=str(cfg.get("python") or sys.executable), models=models,
         methods=methods, data_args=data.get("demo_args"), consensus=_consensus(cfg.get("consensus") or {}, path, names),
         ood=_ood(cfg.get("ood") or {}, path), report=_report(cfg.get("report") or {}, cfg.get("metrics"), path, methods),
         execution=_execution(cfg.get("execution") or {}, path), skip_stages=_skip_stages(cfg.get("skip_stages"), path),
     )
+    _check_metrics(spec)
+    return spec
+
+
+def _check_metrics(spec: StudySpec) -> None:
+    """Each name of the study's ``metrics`` must be a column ``models.csv`` can have (a typo is an error
+    here, before any work; a known column that has no values when collecting is a note there)."""
+    if spec.report.metrics is None:
+        return
+    from ..report.study import MODEL_COLUMNS, known_columns
+
+    stems = [stem for _, stem in ood_trees(spec)]
+    known = known_columns(list(spec.methods), stems)
+    bad = [m for m in spec.report.metrics if m not in known]
+    if bad:
+        per_method = [c.rsplit(":", 1)[0] for c in known_columns(list(spec.methods)[:1]) if ":" in c]
+        model_level = [*MODEL_COLUMNS, *(f"ood_map:{s}" for s in stems)]
+        raise ConfigError(f"{spec.path}: metrics: {', '.join(map(repr, bad))} cannot be a models.csv column; "
+                          f"available: {', '.join(model_level)}, and <q>:<method> for method in "
+                          f"{', '.join(spec.methods)} and q in {', '.join(per_method)}")
 
 
 def _skip_stages(raw: Any, path: Path) -> tuple[str, ...]:
@@ -417,6 +458,10 @@ def _ood(raw: Mapping, path: Path) -> OODSpec:
     severities = tuple(int(s) for s in _tuple(raw.get("severities", ())) if s is not None)
     if any(s not in SEVERITIES for s in severities):
         raise ConfigError(f"{where}.severities={list(severities)}: each must be in 1..5")
+    if bool(corruptions) != bool(severities):
+        given, absent = ("corruptions", "severities") if corruptions else ("severities", "corruptions")
+        raise ConfigError(f"{where}.{given}={list(corruptions or severities)} without {absent}: every corruption is "
+                          f"made at every severity, so give both (or neither)")
     source = dict(raw.get("source") or {})
     if corruptions:
         _checked(source, ("list", "voc12_root", "cls_label"), f"{where}.source")
@@ -462,3 +507,31 @@ def data_out(demo_args: str) -> Path:
     """The ``--out`` folder of ``scripts/make_demo_voc.py`` arguments (its default: data/demo)."""
     args = shlex.split(demo_args)
     return Path(args[args.index("--out") + 1]) if "--out" in args else Path("data/demo")
+
+
+def _shift_list_stem(demo_args: str) -> str:
+    """The list stem of the shifted demo set (``val_<shift tag>``), from ``scripts/make_demo_voc.py`` arguments."""
+    import argparse
+
+    from ..data.demo import DemoShift
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--hue-shift", type=float, default=0.0)
+    p.add_argument("--background", default="clutter")
+    known, _ = p.parse_known_args(shlex.split(demo_args))
+    shift = DemoShift(known.hue_shift, known.background)
+    if shift.is_identity:
+        raise ConfigError(f"ood.shift.demo_args={demo_args!r}: no shift (give --hue-shift and/or --background)")
+    return f"val_{shift.tag}"
+
+
+def ood_trees(spec: StudySpec) -> list[tuple[Path, str]]:
+    """Every OOD tree of the study with its list stem (known before the tree exists): corrupted
+    copies, the shifted demo set, and existing trees listed in ``ood.trees`` (read from their manifest)."""
+    from ..data.corruptions import ood_list_name, read_ood_manifest
+
+    trees = [(spec.ood_dir / f"{c}_s{s}", Path(ood_list_name(spec.ood.source["list"], c, s)).stem)
+             for c in spec.ood.corruptions for s in spec.ood.severities]
+    if spec.ood.shift_args is not None:
+        trees.append((data_out(spec.ood.shift_args), _shift_list_stem(spec.ood.shift_args)))
+    return trees + [(t, read_ood_manifest(t).name) for t in spec.ood.trees]
