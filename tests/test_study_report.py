@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,11 +22,22 @@ from report_fixtures import make_data, make_run
 MODELS = ("m1", "m2", "m3", "m4")
 METHODS = ("cam", "gradcam")
 N_BOOT = 300
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _eval_name(method: str) -> str:
+    """A method's evaluation folder in its model's session: the first method's own, the others tagged."""
+    return "val_best" if method == METHODS[0] else f"val_best_{method}"
+
+
+def _page(method: str) -> str:
+    return "report.html" if method == METHODS[0] else f"report_{method}.html"
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A study of 4 models x 2 methods whose runs are synthetic finished runs, plus one OOD tree."""
+    """A study of 4 models x 2 methods whose runs are synthetic finished runs (one session per model, the
+    second method's maps and metrics under its map_tag, as the study makes them), plus one OOD tree."""
     tmp = tmp_path_factory.mktemp("study")
     names = [f"img_{i:03d}" for i in range(10)]
     voc, gt = make_data(tmp / "data", names)
@@ -33,7 +45,8 @@ def study(tmp_path_factory):
     labels = tmp / "data" / "cls_labels.json"
     labels.write_text(json.dumps({n: [i % 20] for i, n in enumerate(names)}))
     base = tmp / "base.py"
-    base.write_text(f"network = 'resnet18'\npretrained = False\neval_list = {str(tmp / 'data' / 'val.txt')!r}\n"
+    base.write_text(f"_base_ = [{str(ROOT / 'config' / '_base_.py')!r}]\n"
+                    f"network = 'resnet18'\npretrained = False\neval_list = {str(tmp / 'data' / 'val.txt')!r}\n"
                     "infer_list = 'val.txt'\nweights = 'best.pth'\nlist_root = 'voc12'\n")
     ood = tmp / "ood_tree"
     ood.mkdir()
@@ -50,22 +63,28 @@ def study(tmp_path_factory):
     spec = load_study(path)
     rng = np.random.default_rng(0)
     for k, model in enumerate(MODELS):
-        for j, method in enumerate(METHODS):
-            root = make_run(spec.runs_dir, f"{model}_{method}", voc, gt, names, seed=10 * k + j,
-                            extra_cfg=f"cls_label = {str(labels)!r}\n")
-            (root / "report.html").write_text("<html>run report</html>")
-            if j == 0:  # the OOD evaluation lives in the model's first session
-                ev = root / "eval" / "val_noise_best"
-                shutil.copytree(root / "eval" / "val_best", ev)
-                ece = json.loads((ev / "ece.json").read_text())
-                ece["mAP"] = float(rng.uniform(0.3, 0.6))
-                (ev / "ece.json").write_text(json.dumps(ece))
+        root = make_run(spec.runs_dir, model, voc, gt, names, seed=10 * k, extra_cfg=f"cls_label = {str(labels)!r}\n")
+        for j, method in enumerate(METHODS[1:], 1):  # another method: the same weights, its own maps and metrics
+            other = make_run(tmp / "other", model, voc, gt, names, seed=10 * k + j,
+                             extra_cfg=f"cls_label = {str(labels)!r}\n")
+            shutil.move(other / "eval" / "val_best", root / "eval" / _eval_name(method))
+            shutil.move(other / "test" / "cam_val_best", root / "test" / f"cam_val_best_{method}")
+            shutil.rmtree(other)
+        for method in METHODS:
+            (root / _page(method)).write_text("<html>run report</html>")
+        ev = root / "eval" / "val_noise_best"  # the OOD evaluation, with the session's first method
+        shutil.copytree(root / "eval" / "val_best", ev)
+        ece = json.loads((ev / "ece.json").read_text())
+        ece["mAP"] = float(rng.uniform(0.3, 0.6))
+        (ev / "ece.json").write_text(json.dumps(ece))
     report = collect_study(spec, log=lambda s: None)
     return dict(spec=spec, root=spec.root, report=report, names=names)
 
 
 def _summary(study, model, method, file):
-    return json.loads((study["spec"].runs_dir / f"{model}_{method}" / "eval" / file).read_text())
+    folder, name = file.split("/")
+    folder = _eval_name(method) if folder == "val_best" else folder
+    return json.loads((study["spec"].runs_dir / model / "eval" / folder / name).read_text())
 
 
 def test_tables_and_the_model_frame_hold_the_runs_numbers(study):
@@ -74,7 +93,7 @@ def test_tables_and_the_model_frame_hold_the_runs_numbers(study):
         for suffix in ("md", "csv", "tex"):
             assert (root / "tables" / f"{method}.{suffix}").is_file()
         table = pd.read_csv(root / "tables" / f"{method}.csv")
-        assert list(table["session"]) == [f"{m}_{method}" for m in MODELS]
+        assert list(table["session"]) == list(MODELS)
     assert (root / "tables" / "ood_val_noise.csv").is_file()
     models = pd.read_csv(root / "models.csv", index_col="model")
     for m in MODELS:
@@ -118,8 +137,8 @@ def test_the_accuracy_answer_is_stated_with_its_interval(study):
     assert f"[{c['pearson_ci_low']:.2f}, {c['pearson_ci_high']:.2f}]" in head
     assert answer["verdict"] == verdict(c)
     record = next(i for i in cross["inputs"] if i.get("method") == "gradcam" and i["model"] == "m3")
-    assert record["files"][0]["sha256"] == sha256_file(study["spec"].runs_dir / "m3_gradcam/eval/val_best/ece.json")
-    assert record["weights"]["sha256"] == sha256_file(study["spec"].runs_dir / "m3_gradcam/model/best.pth")
+    assert record["files"][0]["sha256"] == sha256_file(study["spec"].runs_dir / "m3/eval/val_best_gradcam/ece.json")
+    assert record["weights"]["sha256"] == sha256_file(study["spec"].runs_dir / "m3/model/best.pth")
 
 
 def test_verdicts_and_sentences_by_hand():
@@ -174,6 +193,6 @@ def test_study_report_links_every_run(study):
     text = study["report"].read_text()
     for m in MODELS:
         for method in METHODS:
-            assert f'href="runs/{m}_{method}/report.html"' in text
+            assert f'href="runs/{m}/{_page(method)}"' in text
     assert 'src="figures/scatter_matrix.png"' in text and "Does the more accurate model explain better" in text
     assert (study["root"] / "figures" / "scatter_matrix.png").stat().st_size > 5000
