@@ -9,7 +9,7 @@
 #                          consensus, OOD, the cross-model report in work_dirs/demo_study/report.html
 #   bash run.sh probes     the probe study on the frozen demo backbone (EfficientNet-Lite0, docs/PROBES.md):
 #                          10 probes (linear, MLP-2/3, B-cos MLP-2/3 x BCE, CE), CAM / Grad-CAM / B-cos maps,
-#                          table and figures in work_dirs/demo_probes/ (options: scripts/probe_study.py --help)
+#                          table, figures in work_dirs/demo_probes/ (--options k=v overrides the demo's keys)
 #   bash run.sh [demo|paper] --force [STAGE ...] | --dry-run    passed to scripts/run_stages.py
 #   bash run.sh study [--dry-run | --force | --jobs N | ...]     passed to scripts/run_study.py
 set -euo pipefail
@@ -65,8 +65,10 @@ if [ "$mode" = probes ]; then
   # images each probe predicts as exactly their class (p > 0.5; the paper's 0.95 leaves weak probes none)
   DEMO_DATA=${DEMO_DATA:-"--out data/demo --train 480 --val 120 --seed 0 --min-side 160 --max-side 256"}
   rc=0
-  "$PY" scripts/probe_study.py config/probe_demo.py --study demo_probes --demo-data "$DEMO_DATA" "$@" \
-    --options probe_epochs=10 gridpg_n_grids=20 gridpg_min_conf=0.5 || rc=$?
+  # the demo's settings first, your arguments after: an --options of yours adds to them (a key you give
+  # replaces the demo's value) and any other option you repeat (--study, --demo-data, ...) replaces the demo's
+  "$PY" scripts/probe_study.py config/probe_demo.py --study demo_probes --demo-data "$DEMO_DATA" \
+    --options probe_epochs=10 gridpg_n_grids=20 gridpg_min_conf=0.5 "$@" || rc=$?
   echo "[run.sh] probes study done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s (exit status $rc)"
   exit $rc
 fi

@@ -56,5 +56,7 @@ def recipe_of(cfg: Mapping[str, Any]) -> str:
 
 
 def describe_recipe(cfg: Mapping[str, Any]) -> str:
-    """``original (lr_warmup=epoch, amp=False, ...)``: the label and every applicable setting."""
-    return f"{recipe_of(cfg)} ({', '.join(f'{k}={v}' for k, v in recipe_settings(cfg).items())})"
+    """``original (lr_warmup=epoch, amp=False, ...)``: the label and every applicable setting; the label
+    alone when no recipe key applies (a probe on a CNN: no training key, no ViT map protocol)."""
+    settings = ", ".join(f"{k}={v}" for k, v in recipe_settings(cfg).items())
+    return f"{recipe_of(cfg)} ({settings})" if settings else recipe_of(cfg)

@@ -35,13 +35,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heads", nargs="+", default=list(HEAD_GRID))
     p.add_argument("--losses", nargs="+", default=list(LOSS_GRID))
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
-    p.add_argument("--options", nargs="+", default=[], help="key=value for every probe session (probe_epochs=10 ...)")
-    p.add_argument("--demo-data", default=None, metavar="ARGS", help="make the demo set first: scripts/make_demo_voc.py "
-                                                                      "arguments")
+    p.add_argument("--options", nargs="+", action="extend", default=[],
+                   help="key=value for every probe session (probe_epochs=10 ...); given more than once, the lists "
+                        "add up and a later value of a key replaces an earlier one")
+    p.add_argument("--demo-data", default=None, metavar="ARGS",
+                   help="make the demo set first: scripts/make_demo_voc.py arguments (its --out must be where the "
+                        "config reads the data)")
     p.add_argument("--skip", nargs="*", default=list(DEFAULT_SKIP), metavar="STAGE",
                    help="stages left out of every session (default: sanity; none: --skip)")
     p.add_argument("--jobs", type=int, default=0, help="cells at a time (default: GPUs, or cores)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples of every interval")
+    p.add_argument("--n-boot", type=int, default=2000,
+                   help="bootstrap resamples of the intervals the study computes: vice_probe, vice_probe_epg and "
+                        "every BCE - CE interval (the vice and vice_epg intervals come from each session's VICE "
+                        "stage, with the config's bootstrap)")
     p.add_argument("--n-permutations", type=int, default=9999, help="permutations of the VICE comparisons")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="rerun finished cells too")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,10 +18,11 @@ import pandas as pd
 import pytest
 import torch
 
-from dywsss.errors import ConfigError
+from dywsss.errors import ConfigError, InputError, MissingInputError
 from dywsss.study.cells import Cell, CellResult, run_cell
 from dywsss.study.probes import load_probe_study, probe_cells, run_probe_study
 
+torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -213,3 +215,192 @@ def test_study_is_checked_before_any_work(study, tmp_path):
     assert "cam_method=gradcam" in cells["bcos_mlp2_ce"].command
     assert cells["linear_ce_gradcam"].depends == ("linear_ce",)
     assert sys.executable == cells["linear_ce"].command[0]
+
+
+# ------------------------------------------------------------------ checks before any work (issue 13 review)
+@pytest.fixture(scope="module")
+def tiny(demo_voc, tmp_path_factory):
+    """The tiny config alone (no study run): for the checks made before any work."""
+    return dict(config=tiny_config(demo_voc, tmp_path_factory.mktemp("tiny")), demo=demo_voc)
+
+def test_user_options_replace_earlier_values_of_their_keys(tiny, tmp_path):
+    s = load_probe_study(tiny["config"], "x", heads=["linear"], losses=["bce"], methods=["gradcam"],
+                         options=["probe_epochs=10", "gridpg_n_grids=20", "probe_epochs=3"], work_dir=tmp_path)
+    assert s.options == ("probe_epochs=3", "gridpg_n_grids=20")
+    cmd = probe_cells(s)[0].command
+    assert "probe_epochs=3" in cmd and "probe_epochs=10" not in cmd and "gridpg_n_grids=20" in cmd
+
+
+def test_run_sh_probes_keeps_the_users_options(tmp_path):
+    """run.sh's demo options come first, the user's after: the user's key wins, the demo's other keys stay."""
+    done = subprocess.run(["bash", "run.sh", "probes", "--dry-run", "--heads", "linear", "--losses", "bce",
+                           "--methods", "cam", "--work-dir", str(tmp_path / "w"), "--options", "probe_epochs=30"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    cell = next(line for line in done.stdout.splitlines() if "run_stages.py" in line and "--session linear_bce" in line)
+    assert "probe_epochs=30" in cell and "probe_epochs=10" not in cell
+    assert "gridpg_n_grids=20" in cell and "gridpg_min_conf=0.5" in cell
+    assert not (tmp_path / "w").exists()  # a dry run writes nothing
+
+
+def test_demo_data_out_must_be_where_the_config_reads(tiny, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    with pytest.raises(ConfigError) as err:
+        load_probe_study(tiny["config"], "x", heads=["linear"], losses=["bce"], methods=["gradcam"],
+                         demo_args=f"--out {elsewhere} --train 8 --val 4", work_dir=tmp_path / "w")
+    msg = str(err.value)
+    assert f"--demo-data --out {elsewhere}" in msg and f"voc12_root={tiny['demo'] / 'VOC2012'}" in msg
+    assert f"train_list={tiny['demo'] / 'train_aug.txt'}" in msg and "\n" not in msg
+    assert not (tmp_path / "w").exists() and not elsewhere.exists()
+    # the --out the config reads: the set is there, so no data cell, and its files were checked
+    s = load_probe_study(tiny["config"], "x", heads=["linear"], losses=["bce"], methods=["gradcam"],
+                         demo_args=f"--out {tiny['demo']} --train 8 --val 4", work_dir=tmp_path / "w")
+    assert [c.name for c in probe_cells(s)] == ["linear_bce", "linear_bce_gridpg"]
+
+
+def test_images_and_masks_are_checked_before_any_work(tiny, tmp_path):
+    import shutil
+
+    from dywsss.data.voc import read_image_list
+
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny["demo"], demo)
+    config = tiny_config(demo, tmp_path)
+    kw = dict(heads=["linear"], losses=["bce"], methods=["gradcam"], work_dir=tmp_path / "w")
+    train_image = demo / "VOC2012" / "JPEGImages" / f"{read_image_list(demo / 'train_aug.txt')[3]}.jpg"
+    train_image.unlink()
+    with pytest.raises(InputError, match=f"train_aug.txt: 1 bad file.*{train_image.name}"):
+        load_probe_study(config, "x", **kw)
+    shutil.copy(tiny["demo"] / "VOC2012" / "JPEGImages" / train_image.name, train_image)
+    mask = demo / "VOC2012" / "SegmentationClassAug" / f"{read_image_list(demo / 'val.txt')[0]}.png"
+    mask.unlink()
+    with pytest.raises(InputError, match=f"{mask}: mask not found"):
+        load_probe_study(config, "x", **kw)
+    shutil.copy(tiny["demo"] / "VOC2012" / "SegmentationClassAug" / mask.name, mask)
+    load_probe_study(config, "x", **kw)  # whole again
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.skipif((REPO / "voc12" / "VOC2012").exists(), reason="VOC 2012 is present here")
+def test_shipped_lists_without_the_voc_tree_stop_the_study_at_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the config's data paths are relative to the checkout
+    with pytest.raises(MissingInputError, match="voc12/VOC2012: dataset root not found"):
+        load_probe_study(REPO / "config" / "resnet50.py", "x", heads=["linear"], losses=["bce"], methods=["gradcam"],
+                         work_dir=tmp_path / "w")
+    assert not (tmp_path / "w").exists()
+
+
+def test_map_metrics_must_include_epg(tiny, tmp_path):
+    want = r"probe linear_bce: map_metrics=\('gini',\).*reads epg.*map_metrics=\[epg,gini\]"
+    with pytest.raises(ConfigError, match=want):
+        load_probe_study(tiny["config"], "x", heads=["linear"], losses=["bce"], methods=["gradcam"],
+                         options=["map_metrics=[gini]"], work_dir=tmp_path)
+
+
+def test_a_method_the_probe_cannot_use_fails_before_training(tiny, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_probe_study(tiny["config"], "x", heads=["linear", "mlp2"], losses=["bce"],
+                         methods=["gradcam", "transformer_attribution"], work_dir=tmp_path / "w")
+    msg = str(err.value)
+    # a ResNet probe has no ViT blocks: both heads named, gradcam not
+    assert "probe linear, cam_method=transformer_attribution" in msg
+    assert "probe mlp2, cam_method=transformer_attribution" in msg
+    assert "VisionTransformer" in msg and "cam_method=gradcam" not in msg
+    assert not (tmp_path / "w").exists()
+
+
+def test_gridpg_cell_runs_gridpg_then_the_report(tiny, tmp_path):
+    from dywsss.stages import study_stages, without_stages
+
+    def stages_run(cell: Cell) -> list[str]:
+        cmd = list(cell.command)
+        skip = cmd[cmd.index("--skip") + 1:cmd.index("--options")]
+        opts = cmd[cmd.index("--options") + 1:]
+        plan = study_stages(cmd[2], cmd[cmd.index("--session") + 1], opts, cmd[cmd.index("--list") + 1],
+                            cmd[cmd.index("--weights") + 1])
+        return [st.name for st in without_stages(plan.stages, skip)]
+
+    kw = dict(heads=["linear"], losses=["bce"], methods=["gradcam", "cam"], work_dir=tmp_path)
+    cells = {c.name: c for c in probe_cells(load_probe_study(tiny["config"], "x", **kw))}
+    assert stages_run(cells["linear_bce"]) == ["train", "maps", "ji_curve", "blob_maps", "blob_curve", "per_sample",
+                                               "ece", "vice", "report"]
+    assert stages_run(cells["linear_bce_gridpg"]) == ["gridpg", "report"]  # the report again, after GridPG
+    assert cells["linear_bce_gridpg"].depends == ("linear_bce",)
+    session = tmp_path / "runs" / "linear_bce"
+    grid_outputs = cells["linear_bce_gridpg"].outputs
+    assert grid_outputs == (session / "eval" / "val_best" / "gridpg.json", session / "report.html")
+    assert cells["linear_bce_cam_gridpg"].outputs[1] == session / "report_cam.html"
+    assert "map_tag=cam" in cells["linear_bce_cam_gridpg"].command
+    no_report = {c.name: c for c in probe_cells(load_probe_study(tiny["config"], "x", skip_stages=["sanity", "report"],
+                                                                 **kw))}
+    assert stages_run(no_report["linear_bce_gridpg"]) == ["gridpg"]
+    assert len(no_report["linear_bce_gridpg"].outputs) == 1
+
+
+# ------------------------------------------------------------------ collection (issue 13 review)
+def test_ce_cap_note_in_the_summary(study):  # needs the study's run
+    from dywsss.data.voc import load_cls_labels, read_image_list
+
+    labels = load_cls_labels(study["demo"] / "cls_labels.json")
+    counts = [int(np.asarray(labels[n]).sum()) for n in read_image_list(study["demo"] / "val.txt")]
+    pos, total = sum(c > 0 for c in counts), sum(counts)
+    summary = (study["study"].root / "summary.md").read_text()
+    assert "## Reading a CE probe" in summary
+    assert "pred_threshold=0.5 it predicts at most one class per image" in summary
+    assert (f"Here {sum(c > 1 for c in counts)} of the {len(counts)} evaluation images have more than one class: a CE "
+            f"probe can find at most {pos} of the {total} labels (recall <= {100 * pos / total:.2f}%, micro-F1 <= "
+            f"{200 * pos / (pos + total):.2f}%)") in summary
+    assert json.loads((study["study"].root / "probe_study.json").read_text())["ce_note"] in summary
+
+
+def test_single_class_cap_by_hand():
+    from dywsss.report.probes import micro_f1, single_class_cap
+
+    labels = ["0 3", "5", "", "1 2 4"]  # 4 images, 6 labels, 3 labelled, 2 with more than one class
+    cap = single_class_cap(labels)
+    assert (cap["n_images"], cap["n_multi"], cap["n_labels"], cap["max_tp"]) == (4, 2, 6, 3)
+    assert cap["max_recall"] == pytest.approx(3 / 6) and cap["max_f1"] == pytest.approx(2 * 3 / (3 + 6))
+    best = pd.DataFrame(dict(label=labels, prediction=["3", "5", "", "2"]))  # one right class per labelled image
+    assert micro_f1(best) == pytest.approx(cap["max_f1"])
+
+
+def _eval_dir(where: Path, names: list[str], seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    where.mkdir(parents=True)
+    n = len(names)
+    pd.DataFrame(dict(name_image=names, loss=rng.uniform(0.1, 1, n), probe_loss=rng.uniform(0.1, 1, n),
+                      miou=rng.uniform(0, 1, n), epg=rng.uniform(0, 1, n), label=["1"] * n,
+                      prediction=["1"] * n)).to_csv(where / "per_sample.csv", index=False)
+    return where
+
+
+def test_bce_vs_ce_reports_a_pair_with_other_images_and_goes_on(tmp_path):
+    from dywsss.report.probes import answer_lines, bce_vs_ce, comparison_table
+
+    names = [f"im{i}" for i in range(12)]
+    dirs = {("linear", "bce"): _eval_dir(tmp_path / "lb", names, 0),
+            ("linear", "ce"): _eval_dir(tmp_path / "lc", names, 1),
+            ("mlp2", "bce"): _eval_dir(tmp_path / "mb", names, 2),
+            ("mlp2", "ce"): _eval_dir(tmp_path / "mc", names[:-1] + ["other"], 3)}  # one image differs
+    values = dict(map=0.5, f1=0.4, best_miou=0.3, epg=0.4, gridpg=None, vice=0.1, vice_epg=0.1,
+                  vice_probe=0.1, vice_probe_epg=0.1)
+    csvs = {k: pd.read_csv(d / "per_sample.csv") for k, d in dirs.items()}
+    rows = [dict(values, probe=f"{h}_{loss}", head=h, loss=loss, method="gradcam", eval_dir=str(d),
+                 ji=float(csvs[h, loss]["miou"].mean())) for (h, loss), d in dirs.items()]
+    comp = bce_vs_ce(rows, n_boot=99, n_permutations=99).set_index("head")
+    assert list(comp.index) == ["linear", "mlp2"]
+    note = comp.loc["mlp2", "note"]
+    assert note.startswith("not comparable: ") and str(dirs["mlp2", "ce"] / "per_sample.csv") in note
+    assert "1 only in A, 1 only in B; e.g. 'im11' is in" in note  # the image the CE probe lacks
+    assert all(pd.isna(comp.loc["mlp2", c]) for c in ("d_ji", "d_ji_ci_low", "d_vice", "d_vice_p", "map_bce"))
+    diff = csvs["linear", "bce"]["miou"] - csvs["linear", "ce"]["miou"]  # same image order in both files
+    assert comp.loc["linear", "note"] == ""
+    assert comp.loc["linear", "d_ji"] == pytest.approx(diff.mean(), rel=1e-12)
+    assert comp.loc["linear", "d_ji_ci_low"] < diff.mean() < comp.loc["linear", "d_ji_ci_high"]
+    answer = answer_lines(comp.reset_index())
+    assert answer[0].startswith("mlp2/gradcam: not comparable: ") and "left out of the counts" in answer[0]
+    assert answer[1] == "mAP: BCE > CE in 0 of 1 (head, method) pairs"  # only the comparable pair counts
+    assert any(a.startswith(f"JI: BCE > CE in {int(diff.mean() > 0)} of 1 (head, method) pairs") for a in answer)
+    shown = comparison_table(comp.reset_index(), False)
+    assert shown["note"].tolist() == ["", note]
+    assert comparison_table(comp.reset_index(), True)["note"].tolist() == ["", note]

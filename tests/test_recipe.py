@@ -25,7 +25,7 @@ from dywsss.explain import EXPLAINERS
 from dywsss.mapfile import load_maps
 from dywsss.models.checkpoint import load_checkpoint, save_checkpoint
 from dywsss.models.spec import describe_model
-from dywsss.recipe import ORIGINAL, recipe_of
+from dywsss.recipe import ORIGINAL, describe_recipe, recipe_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,6 +194,23 @@ def test_recipe_labels_name_each_deviation():
     assert recipe_of(dict(cfg, vit_map_protocol="toolkit")) == "original"  # does not apply to a CNN
     assert recipe_of(dict(cfg, network="vit_small_patch16_224", vit_map_protocol="toolkit")) == \
         "original except vit_map_protocol=toolkit"
+
+
+def test_probe_recipe_line_has_no_empty_settings():
+    """A probe on a CNN has no recipe key that applies (no training key, no ViT map protocol): the line is the
+    label alone, never ``maps: original ()``."""
+    from dywsss.stages import study_stages
+
+    probe = dict(ORIGINAL, network="efficientnet_lite0", probe="linear", probe_loss="ce", probe_recipe="adam",
+                 probe_epochs=10, finetune=False)
+    assert describe_recipe(probe) == "probe linear (ce, adam, 10 epochs) on frozen efficientnet_lite0; maps: original"
+    vit = dict(probe, network="vit_tiny_patch16_224", vit_map_protocol="toolkit")
+    assert describe_recipe(vit) == ("probe linear (ce, adam, 10 epochs) on frozen vit_tiny_patch16_224; maps: original "
+                                    "except vit_map_protocol=toolkit (vit_map_protocol=toolkit)")
+    assert describe_recipe(dict(ORIGINAL, network="resnet50", finetune=False)) == \
+        "original (lr_warmup=epoch, amp=False, val_drop_last=True)"
+    plan = study_stages(ROOT / "config" / "probe_demo.py", "p", ["probe=mlp2", "probe_epochs=4"])
+    assert plan.recipe == "probe mlp2 (bce, adam, 4 epochs) on frozen efficientnet_lite0; maps: original"
 
 
 def test_report_settings_show_the_recipe_and_each_option(tmp_path):

@@ -167,6 +167,38 @@ def read_eval_csv(path: PathLike) -> pd.DataFrame:
     return df
 
 
+# ------------------------------------------------------------------ a CE probe's one-class cap
+def single_class_cap(labels: Sequence[object]) -> dict[str, Any]:
+    """What a classifier predicting at most one class per image can reach on these label sets (id strings, as
+    the per-sample CSV's ``label`` column): at most one true positive per labelled image, so TP <= N+ (images
+    with a label) of the L labels; recall <= N+ / L and micro-F1 = 2TP / (P + L) <= 2 N+ / (N+ + L)."""
+    y = ids_to_multi_hot(list(labels))
+    per_image = y.sum(1)
+    n_pos, n_labels = int((per_image > 0).sum()), int(per_image.sum())
+    return dict(n_images=int(len(y)), n_multi=int((per_image > 1).sum()), n_labels=n_labels, max_tp=n_pos,
+                max_recall=n_pos / n_labels if n_labels else float("nan"),
+                max_f1=2 * n_pos / (n_pos + n_labels) if n_labels else float("nan"))
+
+
+def ce_cap_note(rows: Sequence[Mapping[str, Any]], losses: Sequence[str], pred_threshold: float) -> str | None:
+    """The caveat of reading a CE probe through softmax (None when the study has no CE probe, or its
+    ``pred_threshold`` is below 0.5): probabilities that sum to 1 let at most one class exceed a threshold
+    >= 0.5. With the numbers of the evaluation list's labels when a CE row was read."""
+    if "ce" not in losses or pred_threshold < 0.5:
+        return None
+    text = (f"A CE probe is read through softmax (its class probabilities sum to 1), so with pred_threshold="
+            f"{pred_threshold:g} it predicts at most one class per image. On multi-label data this caps its F1 and "
+            "ML accuracy, the classes explained with cam_classes=pred and GridPG's candidate images (images "
+            "predicted as exactly their class); the decision rule is the same for every probe and is not changed.")
+    ce = next((r for r in rows if r.get("loss") == "ce" and r.get("eval_dir")), None)
+    if ce is None:
+        return text
+    cap = single_class_cap(read_eval_csv(Path(ce["eval_dir"]) / "per_sample.csv")["label"].tolist())
+    return text + (f" Here {cap['n_multi']} of the {cap['n_images']} evaluation images have more than one class: a "
+                   f"CE probe can find at most {cap['max_tp']} of the {cap['n_labels']} labels (recall <= "
+                   f"{100 * cap['max_recall']:.2f}%, micro-F1 <= {100 * cap['max_f1']:.2f}%).")
+
+
 # ------------------------------------------------------------------ BCE vs CE
 #: Quantities compared between the BCE and the CE probe of one head and method:
 #: (key, header, kind, how the interval is made: None | "images" | "cells" | (VICE metric column, loss column)).
@@ -220,21 +252,40 @@ def _gridpg_scores(row: Mapping[str, Any]) -> np.ndarray | None:
     return pd.read_csv(Path(row["eval_dir"]) / "gridpg.csv")["score"].to_numpy(np.float64)
 
 
+def comparison_columns() -> list[str]:
+    """The columns of :func:`bce_vs_ce`, in order (every column, whatever the rows)."""
+    cols = ["head", "method", "probe_bce", "probe_ce"]
+    for key, _, _, how in COMPARED:
+        cols += [f"{key}_ce", f"{key}_bce", f"d_{key}"]
+        if how is not None:
+            cols += [f"d_{key}_ci_low", f"d_{key}_ci_high"]
+        if isinstance(how, tuple):
+            cols.append(f"d_{key}_p")
+    return cols + ["note"]
+
+
 def bce_vs_ce(rows: Sequence[Mapping[str, Any]], n_boot: int = 2000, n_permutations: int = 9999,
               level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """One row per (head, method) with both a BCE and a CE probe: for each :data:`COMPARED` quantity
     ``<q>_ce``, ``<q>_bce``, ``d_<q>`` = BCE - CE and, where an interval is defined, ``d_<q>_ci_low``,
-    ``d_<q>_ci_high`` (and ``d_<q>_p``, the permutation p-value, for VICE). Values as stored (fractions)."""
+    ``d_<q>_ci_high`` (and ``d_<q>_p``, the permutation p-value, for VICE). Values as stored (fractions).
+
+    A pair whose per-sample CSVs do not hold the same images (:func:`align_runs` refuses them) is not
+    comparable: its row has only the names and ``note`` (``not comparable: <why>``), and the others go on."""
     by = {(r["head"], r["method"], r["loss"]): r for r in rows}
     out = []
     for head, method in _pair_order(rows):
         b, c = by.get((head, method, "bce")), by.get((head, method, "ce"))
         if b is None or c is None:
             continue
+        row: dict[str, Any] = dict(head=head, method=method, probe_bce=b["probe"], probe_ce=c["probe"], note="")
         pb, pc = Path(b["eval_dir"]) / "per_sample.csv", Path(c["eval_dir"]) / "per_sample.csv"
-        db, dc = align_runs(read_eval_csv(pb), read_eval_csv(pc), pb, pc)
+        try:
+            db, dc = align_runs(read_eval_csv(pb), read_eval_csv(pc), pb, pc)
+        except InputError as exc:
+            out.append(dict(row, note=f"not comparable: {exc}"))
+            continue
         gb, gc = (_gridpg_scores(r) for r in (b, c))
-        row: dict[str, Any] = dict(head=head, method=method, probe_bce=b["probe"], probe_ce=c["probe"])
         for key, _, _, how in COMPARED:
             vb, vc = b.get(key), c.get(key)
             row[f"{key}_ce"], row[f"{key}_bce"] = vc, vb
@@ -253,7 +304,15 @@ def bce_vs_ce(rows: Sequence[Mapping[str, Any]], n_boot: int = 2000, n_permutati
                 row.update({f"d_{key}_ci_low": res["ci_low"], f"d_{key}_ci_high": res["ci_high"],
                             f"d_{key}_p": res["p_value"]})
         out.append(row)
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=comparison_columns())
+
+
+def not_comparable(comparisons: pd.DataFrame) -> list[str]:
+    """``head/method: why`` for each pair :func:`bce_vs_ce` could not compare."""
+    if comparisons.empty:
+        return []
+    notes = comparisons["note"].fillna("").astype(str)
+    return [f"{r['head']}/{r['method']}: {n}" for (_, r), n in zip(comparisons.iterrows(), notes) if n]
 
 
 def answer_lines(comparisons: pd.DataFrame, level: float = 0.95) -> list[str]:
@@ -262,7 +321,7 @@ def answer_lines(comparisons: pd.DataFrame, level: float = 0.95) -> list[str]:
     if comparisons.empty:
         return ["no (head, method) has both a BCE and a CE probe finished: nothing to compare"]
     header = {k: h for k, h, _, _ in COMPARED}
-    lines = []
+    lines = [f"{pair} (left out of the counts below)" for pair in not_comparable(comparisons)]
     for key, _, _, how in COMPARED:
         d = pd.to_numeric(comparisons[f"d_{key}"], errors="coerce")
         n = int(d.notna().sum())
@@ -347,6 +406,8 @@ def comparison_table(comparisons: pd.DataFrame, numeric: bool) -> pd.DataFrame:
                     text += f" [{lo}, {hi}]"
                 text += ")"
             cells[f"{header} CE → BCE (Δ)" if how is None else f"{header} CE → BCE (Δ [CI])"] = text
+        if not_comparable(comparisons):
+            cells["note"] = str(r.get("note") or "")
         out.append(cells)
     return pd.DataFrame(out)
 
@@ -362,7 +423,7 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-TEXT_HEADERS = frozenset({"probe", "head", "loss", "method", "weights sha256", "probe_bce", "probe_ce"})
+TEXT_HEADERS = frozenset({"probe", "head", "loss", "method", "weights sha256", "probe_bce", "probe_ce", "note"})
 
 
 def format_frames(display: pd.DataFrame, numeric: pd.DataFrame, fmt: str) -> str:
