@@ -94,7 +94,7 @@ def test_gridpg_stage_end_to_end(demo_voc, tmp_path, monkeypatch):
                    cam_method="cam", crop_size=32)
     labels = json.loads((demo_voc / "cls_labels.json").read_text())
 
-    def oracle(model, inputs, device, batch_size=32):  # a perfect, confident classifier on the candidates
+    def oracle(model, inputs, device, batch_size=32, head=None):  # a perfect, confident classifier on the candidates
         names = [n for n in lst.read_text().split() if len(labels[n]) == 1]
         p = np.full((len(names), 20), 0.01)
         for i, n in enumerate(names):
