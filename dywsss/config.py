@@ -70,6 +70,18 @@ def load_config(path: str | os.PathLike, options: Mapping[str, Any] | None = Non
     return cfg
 
 
+def prefixed_settings(cfg: Mapping[str, Any], prefix: str, defaults: Any, overrides: Mapping[str, Any]) -> dict:
+    """Field values of the dataclass instance ``defaults`` read from the config keys ``<prefix><field>``:
+    a missing or ``None`` key keeps the default; a non-``None`` entry of ``overrides`` (command-line
+    flags) wins over both."""
+    values = {}
+    for field in defaults.__dataclass_fields__:
+        value = cfg.get(f"{prefix}{field}")
+        values[field] = getattr(defaults, field) if value is None else value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("config", help="config file, e.g. config/resnet50.py")
     parser.add_argument(

@@ -36,7 +36,7 @@ from mmengine.config import Config
 from torch import nn
 from tqdm import tqdm
 
-from ..config import data_path, session_paths
+from ..config import data_path, prefixed_settings, session_paths
 from ..metrics.probe_losses import output_kind, output_probs
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..data.voc import CLASS_NAMES, image_path, label_matrix, load_cls_labels, load_image, read_image_list
@@ -65,10 +65,8 @@ class GridPGSettings:
 
     @classmethod
     def from_cfg(cls, cfg: Config, **overrides: Any) -> "GridPGSettings":
-        base = cls(seed=int(cfg.get("random_seed", 0)))
-        values = {f: cfg.get(f"gridpg_{f}", getattr(base, f)) for f in base.__dataclass_fields__}
-        values = {k: getattr(base, k) if v is None else v for k, v in values.items()}  # None: the default (seed: random_seed)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        base = cls(seed=int(cfg.get("random_seed", 0)))  # the seed defaults to random_seed
+        values = prefixed_settings(cfg, "gridpg_", base, overrides)
         return cls(**values).checked()
 
     def checked(self) -> "GridPGSettings":

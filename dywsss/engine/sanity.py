@@ -41,7 +41,7 @@ from skimage.metrics import structural_similarity
 from torch import nn
 from tqdm import tqdm
 
-from ..config import data_path, session_paths
+from ..config import data_path, prefixed_settings, session_paths
 from ..data.voc import CLASS_NAMES, image_path, label_matrix, load_cls_labels, load_image, load_mask, read_image_list
 from ..errors import ConfigError, InputError
 from ..explain import EXPLAINERS
@@ -69,10 +69,8 @@ class SanitySettings:
 
     @classmethod
     def from_cfg(cls, cfg: Config, **overrides: Any) -> "SanitySettings":
-        base = cls(seed=int(cfg.get("random_seed", 0)))
-        values = {f: cfg.get(f"sanity_{f}", getattr(base, f)) for f in base.__dataclass_fields__}
-        values = {k: getattr(base, k) if v is None else v for k, v in values.items()}  # None: the default (seed: random_seed)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        base = cls(seed=int(cfg.get("random_seed", 0)))  # the seed defaults to random_seed
+        values = prefixed_settings(cfg, "sanity_", base, overrides)
         out = cls(**values)
         if int(out.n_images) < 3:
             raise ConfigError(f"sanity_n_images={out.n_images!r}: expected an integer >= 3 (VICE needs 3 images)")
