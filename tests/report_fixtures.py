@@ -96,3 +96,18 @@ def make_run(
                           ("loss_vs_ji.png", (30, 30, 200))):
         _png(ev / fname, colour)
     return root
+
+
+def make_study_inputs(tmp: Path, n: int, base_extra: str = "") -> tuple[list[str], Path, Path, Path, Path]:
+    """A val list of ``n`` synthetic images with one class each, its labels and a model config on
+    ``_base_``: (names, voc root, gt dir, labels file, config file)."""
+    names = [f"img_{i:03d}" for i in range(n)]
+    voc, gt = make_data(tmp / "data", names)
+    (tmp / "data" / "val.txt").write_text("".join(f"{name}\n" for name in names))
+    labels = tmp / "data" / "cls_labels.json"
+    labels.write_text(json.dumps({name: [i % 20] for i, name in enumerate(names)}))
+    base = tmp / "base.py"
+    repo = Path(__file__).resolve().parents[1]
+    base.write_text(f"_base_ = [{str(repo / 'config' / '_base_.py')!r}]\nnetwork = 'resnet18'\npretrained = False\n"
+                    f"eval_list = {str(tmp / 'data' / 'val.txt')!r}\nweights = 'best.pth'\n" + base_extra)
+    return names, voc, gt, labels, base

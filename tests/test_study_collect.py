@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,25 +16,17 @@ from dywsss.io import load_npz
 from dywsss.study import load_study
 from dywsss.study.collect import _runs, collect_study, consensus_for_method
 
-from report_fixtures import make_data, make_run
+from report_fixtures import make_run, make_study_inputs
 
 torch.set_num_threads(1)
 MODELS = ("m1", "m2", "m3")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Three synthetic finished runs in ``work/runs/<model>/`` (the study's sessions) and a base config."""
     tmp = tmp_path_factory.mktemp("collect")
-    names = [f"img_{i:03d}" for i in range(8)]
-    voc, gt = make_data(tmp / "data", names)
-    (tmp / "data" / "val.txt").write_text("".join(f"{n}\n" for n in names))
-    labels = tmp / "data" / "cls_labels.json"
-    labels.write_text(json.dumps({n: [i % 20] for i, n in enumerate(names)}))
-    base = tmp / "base.py"
-    base.write_text(f"_base_ = [{str(ROOT / 'config' / '_base_.py')!r}]\nnetwork = 'resnet18'\npretrained = False\n"
-                    f"eval_list = {str(tmp / 'data' / 'val.txt')!r}\nweights = 'best.pth'\n")
+    names, voc, gt, labels, base = make_study_inputs(tmp, 8)
     for k, model in enumerate(MODELS):
         make_run(tmp / "work" / "runs", model, voc, gt, names, seed=k, extra_cfg=f"cls_label = {str(labels)!r}\n")
     return dict(tmp=tmp, base=base, names=names)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,12 +16,11 @@ from dywsss.report.study import accuracy_sentence, verdict
 from dywsss.study import load_study
 from dywsss.study.collect import collect_study
 
-from report_fixtures import make_data, make_run
+from report_fixtures import make_run, make_study_inputs
 
 MODELS = ("m1", "m2", "m3", "m4")
 METHODS = ("cam", "gradcam")
 N_BOOT = 300
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _eval_name(method: str) -> str:
@@ -39,15 +37,7 @@ def study(tmp_path_factory):
     """A study of 4 models x 2 methods whose runs are synthetic finished runs (one session per model, the
     second method's maps and metrics under its map_tag, as the study makes them), plus one OOD tree."""
     tmp = tmp_path_factory.mktemp("study")
-    names = [f"img_{i:03d}" for i in range(10)]
-    voc, gt = make_data(tmp / "data", names)
-    (tmp / "data" / "val.txt").write_text("".join(f"{n}\n" for n in names))
-    labels = tmp / "data" / "cls_labels.json"
-    labels.write_text(json.dumps({n: [i % 20] for i, n in enumerate(names)}))
-    base = tmp / "base.py"
-    base.write_text(f"_base_ = [{str(ROOT / 'config' / '_base_.py')!r}]\n"
-                    f"network = 'resnet18'\npretrained = False\neval_list = {str(tmp / 'data' / 'val.txt')!r}\n"
-                    "infer_list = 'val.txt'\nweights = 'best.pth'\nlist_root = 'voc12'\n")
+    names, voc, gt, labels, base = make_study_inputs(tmp, 10, "infer_list = 'val.txt'\nlist_root = 'voc12'\n")
     ood = tmp / "ood_tree"
     ood.mkdir()
     (ood / "manifest.json").write_text(json.dumps(dict(kind="corruption", list="val_noise.txt", voc12_root="VOC2012",
